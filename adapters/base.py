@@ -1,0 +1,251 @@
+"""The adapter protocol every database implements, and the values it speaks in.
+
+``Adapter`` is a template: its public methods do everything that must be identical across
+databases (capability checks, the metadata guard, record and query validation, batching,
+retries and error translation) and call a handful of ``_hooks`` that hold the driver calls.
+A new database therefore writes only its mapping table, filter translation and client calls.
+
+Public names re-exported here: ``Adapter``, ``Capabilities``, ``CollectionSpec``, ``DenseField``,
+``SparseField``, ``PayloadField``, ``IndexParams``, ``FilterTranslator``, ``RetryPolicy``,
+``point_id``, ``rrf_fuse``, ``PreparedRecord``, ``QueryPlan``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from adapters._common import RetryPolicy, batched, point_id, rrf_fuse, translate_error
+from adapters._filters import FilterTranslator, PythonFilter
+from adapters._guard import check_same, diff_specs
+from adapters._spec import (
+    NAME_RULE,
+    Capabilities,
+    CollectionSpec,
+    DenseField,
+    IndexParams,
+    PayloadField,
+    SparseField,
+    check_name,
+)
+from adapters._validate import PreparedRecord, QueryPlan, prepare_query, prepare_records
+from sdk.errors import CapabilityError, CollectionNotFoundError, InputError, SDKError
+from sdk.types import Filter, Hit, HybridQuery, Record
+
+__all__ = [
+    "NAME_RULE",
+    "Adapter",
+    "Capabilities",
+    "CollectionSpec",
+    "DenseField",
+    "FilterTranslator",
+    "IndexParams",
+    "PayloadField",
+    "PreparedRecord",
+    "PythonFilter",
+    "QueryPlan",
+    "RetryPolicy",
+    "SparseField",
+    "check_name",
+    "diff_specs",
+    "point_id",
+    "rrf_fuse",
+]
+
+T = TypeVar("T")
+DEFAULT_BATCH = 256
+
+
+class Adapter(abc.ABC):
+    """One database connection. Use as a context manager, or call ``close()``.
+
+    Scores in returned hits are always "higher is better" (``sdk.metrics.distance_to_score``):
+    cosine similarity, inner product, and negated euclidean / manhattan / hamming distance.
+    """
+
+    retry_policy: RetryPolicy = RetryPolicy()
+
+    # ---- what subclasses provide ---------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this database, as connected, can do natively."""
+
+    @abc.abstractmethod
+    def _read_spec(self, name: str) -> CollectionSpec | None:
+        """The stored spec of collection or alias ``name``; ``None`` when it does not exist."""
+
+    @abc.abstractmethod
+    def _create(self, spec: CollectionSpec) -> None:
+        """Create the collection with native types, metrics and indexes, and store ``spec`` in it."""
+
+    @abc.abstractmethod
+    def _upsert_batch(self, spec: CollectionSpec, name: str, batch: list[PreparedRecord]) -> None:
+        """Write one batch; must be idempotent (same pid overwrites) so a retry never duplicates."""
+
+    @abc.abstractmethod
+    def _get(self, spec: CollectionSpec, name: str, pids: list[str]) -> list[PreparedRecord]:
+        """Stored records for these storage ids, any order, missing ones left out."""
+
+    @abc.abstractmethod
+    def _delete(self, spec: CollectionSpec, name: str, pids: list[str]) -> None:
+        """Delete these storage ids; ids that do not exist are ignored."""
+
+    @abc.abstractmethod
+    def _count(self, spec: CollectionSpec, name: str, filter: Filter | None) -> int:
+        """Exact number of records (matching ``filter``)."""
+
+    @abc.abstractmethod
+    def _search(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
+        """Run a checked query plan with the database's native search and fusion."""
+
+    @abc.abstractmethod
+    def _drop(self, name: str) -> bool:
+        """Drop a collection; ``False`` when it did not exist."""
+
+    def _create_alias(self, alias: str, collection: str) -> None:
+        raise CapabilityError(f"{self.capabilities.name} has no aliases")
+
+    def _switch_alias(self, alias: str, collection: str) -> None:
+        raise CapabilityError(f"{self.capabilities.name} has no aliases")
+
+    def _delete_alias(self, alias: str) -> bool:
+        raise CapabilityError(f"{self.capabilities.name} has no aliases")
+
+    def _translate(self, exc: BaseException, what: str) -> SDKError:
+        """Driver error -> SDK error. Subclasses recognise 'not found' etc., then defer to this."""
+        return translate_error(exc, what)
+
+    def _close(self) -> None:
+        """Release the client (only when this adapter created it)."""
+        return None
+
+    # ---- shared machinery ----------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a driver call under the retry policy, translating errors at this boundary."""
+        return self.retry_policy.call(fn, lambda exc: self._translate(exc, what))
+
+    def _spec_of(self, collection: str, expect: CollectionSpec | None = None) -> CollectionSpec:
+        check_name(collection, "collection name")
+        stored = self._call(f"reading the spec of {collection!r}", lambda: self._read_spec(collection))
+        if stored is None:
+            raise CollectionNotFoundError(
+                f"collection or alias {collection!r} does not exist; create it with ensure_collection(spec)"
+            )
+        if expect is not None:
+            check_same(stored, expect, collection)
+        return stored
+
+    # ---- public protocol -----------------------------------------------------------------
+    def ensure_collection(self, spec: CollectionSpec) -> CollectionSpec:
+        """Create the collection if absent; if present, refuse unless its stored spec equals ``spec``."""
+        if not isinstance(spec, CollectionSpec):
+            raise InputError(f"ensure_collection takes a CollectionSpec, got {type(spec).__name__}")
+        self.capabilities.check_spec(spec)
+        stored = self._call(f"reading the spec of {spec.name!r}", lambda: self._read_spec(spec.name))
+        if stored is not None:
+            check_same(stored, spec, spec.name)
+            return stored
+        self._call(f"creating collection {spec.name!r}", lambda: self._create(spec))
+        return spec
+
+    def exists(self, collection: str) -> bool:
+        check_name(collection, "collection name")
+        return self._call(f"reading {collection!r}", lambda: self._read_spec(collection)) is not None
+
+    def describe(self, collection: str) -> CollectionSpec:
+        """The spec stored in the collection (or the alias' target)."""
+        return self._spec_of(collection)
+
+    def upsert(self, collection: str, records: Iterable[Record], batch_size: int = DEFAULT_BATCH,
+               *, expect: CollectionSpec | None = None) -> int:
+        """Insert or overwrite records in batches; returns how many were written.
+
+        All records are validated (and ``expect`` compared with the stored spec) before the first
+        batch is sent. Each batch is retried on transient failures; re-running after a failure
+        leaves exactly one copy of each record because storage ids derive from document ids.
+        """
+        spec = self._spec_of(collection, expect)
+        prepared = prepare_records(spec, self.capabilities, records)
+        written = 0
+        for batch in batched(prepared, batch_size):
+            self._call(f"upserting {len(batch)} records into {collection!r}",
+                       lambda b=batch: self._upsert_batch(spec, collection, b))
+            written += len(batch)
+        return written
+
+    def get(self, collection: str, ids: Sequence[str]) -> list[Record]:
+        """Stored records in the order of ``ids``; ids that do not exist are left out."""
+        spec = self._spec_of(collection)
+        pids = [point_id(_doc_id(i)) for i in ids]
+        if not pids:
+            return []
+        found = {p.pid: p for p in self._call(f"reading from {collection!r}",
+                                               lambda: self._get(spec, collection, pids))}
+        return [found[p].to_record() for p in dict.fromkeys(pids) if p in found]
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        """Delete records by document id; ids that do not exist are ignored."""
+        spec = self._spec_of(collection)
+        pids = [point_id(_doc_id(i)) for i in ids]
+        for batch in batched(pids, 1000):
+            self._call(f"deleting from {collection!r}", lambda b=batch: self._delete(spec, collection, b))
+
+    def count(self, collection: str, filter: Filter | None = None) -> int:
+        """Exact number of records, optionally only those matching ``filter``."""
+        spec = self._spec_of(collection)
+        return self._call(f"counting {collection!r}", lambda: self._count(spec, collection, filter))
+
+    def query(self, collection: str, query: HybridQuery, *, expect: CollectionSpec | None = None) -> list[Hit]:
+        """Dense, sparse or hybrid search with the database's native fusion; best hit first."""
+        spec = self._spec_of(collection, expect)
+        plan = prepare_query(spec, self.capabilities, query)
+        return self._call(f"querying {collection!r}", lambda: self._search(spec, collection, plan))
+
+    def drop(self, collection: str) -> bool:
+        """Drop a collection; returns ``False`` when it did not exist."""
+        check_name(collection, "collection name")
+        return self._call(f"dropping {collection!r}", lambda: self._drop(collection))
+
+    def create_alias(self, alias: str, collection: str) -> None:
+        """Point a new alias at ``collection`` (queries may then use the alias as a name)."""
+        self._alias_op("creating", alias, collection, self._create_alias)
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        """Atomically re-point ``alias`` (created if absent) at ``collection``: blue/green re-indexing."""
+        self._alias_op("switching", alias, collection, self._switch_alias)
+
+    def delete_alias(self, alias: str) -> bool:
+        """Remove an alias (the collection stays); ``False`` when it did not exist."""
+        self._need_aliases()
+        check_name(alias, "alias name")
+        return self._call(f"deleting alias {alias!r}", lambda: self._delete_alias(alias))
+
+    def _alias_op(self, verb: str, alias: str, collection: str, fn: Callable[[str, str], None]) -> None:
+        self._need_aliases()
+        check_name(alias, "alias name")
+        self._spec_of(collection)
+        self._call(f"{verb} alias {alias!r} -> {collection!r}", lambda: fn(alias, collection))
+
+    def _need_aliases(self) -> None:
+        if not self.capabilities.aliases:
+            raise CapabilityError(f"{self.capabilities.name} has no aliases")
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> Adapter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _doc_id(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InputError(f"document ids must be non-empty strings, got {value!r}")
+    return value
+
