@@ -1,0 +1,1 @@
+"""The ``sdk`` command line: one module per sub-command, wired in ``main``."""

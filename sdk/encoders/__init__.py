@@ -1,0 +1,1 @@
+"""Encoders built from sentence-transformers-style module stacks."""

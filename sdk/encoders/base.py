@@ -1,0 +1,177 @@
+"""What every encoder shares: a module stack, device handling, input checks, batching, saving.
+
+DenseEncoder, SparseEncoder and CrossEncoder differ only in the modules they run and in
+what they do with the output; keeping the loop here means one place to make fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from sdk.encoders.modules import EncoderModule, Transformer
+from sdk.errors import InputError
+
+__all__ = ["ModuleEncoder", "check_texts", "pick_device"]
+
+T = TypeVar("T")
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """The requested device, else CUDA, else Apple MPS, else CPU."""
+    if device is not None:
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise InputError(f"unknown device {device!r}; use e.g. 'cpu', 'cuda', 'cuda:1' or 'mps'") from exc
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def check_texts(texts: Any, what: str = "sentences") -> tuple[list[str], bool]:
+    """Validate input texts; return them as a list and whether a single string was given."""
+    if isinstance(texts, str):
+        return [texts], True
+    if texts is None:
+        raise InputError(f"{what} is None; pass a string or a list of strings")
+    if isinstance(texts, np.ndarray):
+        texts = texts.tolist()
+    if not isinstance(texts, Iterable) or isinstance(texts, (bytes, dict)):
+        raise InputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}")
+    items = list(texts)
+    for i, text in enumerate(items):
+        if not isinstance(text, str):
+            raise InputError(
+                f"{what}[{i}] is {type(text).__name__} ({text!r:.40}), not a string; "
+                "convert or drop it before encoding"
+            )
+    return items, False
+
+
+class ModuleEncoder(nn.Sequential):
+    """An ordered stack of encoder modules plus the batching loop that runs it."""
+
+    #: ``model_type`` written to config_sentence_transformers.json
+    model_type = "SentenceTransformer"
+
+    def __init__(self, modules: Sequence[tuple[str, EncoderModule]] | Sequence[EncoderModule], device: Any = None):
+        named = [(str(i), m) if isinstance(m, nn.Module) else m for i, m in enumerate(modules)]
+        if not named:
+            raise InputError("an encoder needs at least one module")
+        super().__init__(OrderedDict(named))
+        self.to(pick_device(device))
+        self.eval()
+
+    # -- properties shared by all encoders -----------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        for param in self.parameters():
+            return param.device
+        return torch.device("cpu")
+
+    @property
+    def transformer(self) -> Transformer:
+        first = self[0]
+        if not isinstance(first, Transformer):
+            raise InputError("this encoder's first module is not a Transformer")
+        return first
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.transformer.tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.transformer.max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.transformer.max_seq_length = int(value)
+
+    # -- the batching loop ---------------------------------------------------------------
+
+    def run_batches(
+        self,
+        texts: Sequence[Any],
+        batch_size: int,
+        collect: Callable[[dict[str, torch.Tensor]], list[T]],
+        *,
+        show_progress_bar: bool | None = None,
+        device: torch.device | None = None,
+        extra_features: dict[str, Any] | None = None,
+        length: Callable[[Any], int] = len,
+        desc: str = "Batches",
+    ) -> list[T]:
+        """Run ``texts`` through the stack longest-first; ``collect`` turns each batch's features
+        into per-row results, which come back in the caller's order.
+
+        Sorting by length keeps padding (wasted compute) small; restoring the order afterwards
+        is cheap and invisible to callers.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        order = np.argsort([-length(t) for t in texts], kind="stable")
+        device = device or self.device
+        results: list[T | None] = [None] * len(texts)
+        starts = range(0, len(texts), batch_size)
+        if show_progress_bar is None:
+            show_progress_bar = False
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=desc)
+        with torch.inference_mode():
+            for start in starts:
+                idx = order[start : start + batch_size]
+                features = self.transformer.tokenize([texts[i] for i in idx])
+                features = {k: v.to(device, non_blocking=True) for k, v in features.items()}
+                if extra_features:
+                    features.update(extra_features)
+                for module in self:
+                    features = module(features)
+                for i, row in zip(idx, collect(features)):
+                    results[i] = row
+        return results  # type: ignore[return-value]
+
+    # -- saving ----------------------------------------------------------------------------
+
+    def _extra_config(self) -> dict[str, Any]:
+        """Class-specific entries for config_sentence_transformers.json."""
+        return {}
+
+    def save(self, path: str | Path) -> None:
+        """Write a folder that this SDK and sentence-transformers both load."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = []
+        for idx, (name, module) in enumerate(self.named_children()):
+            if not isinstance(module, EncoderModule):
+                raise InputError(f"module {name!r} ({type(module).__name__}) cannot be saved")
+            sub = "" if isinstance(module, Transformer) and idx == 0 else f"{idx}_{type(module).__name__}"
+            module.save(folder / sub)
+            manifest.append({"idx": idx, "name": name, "path": sub, "type": module.st_type})
+        with open(folder / "modules.json", "w", encoding="utf8") as fh:
+            json.dump(manifest, fh, indent=2)
+        config = {"model_type": self.model_type, "__version__": _versions()}
+        config.update(self._extra_config())
+        with open(folder / "config_sentence_transformers.json", "w", encoding="utf8") as fh:
+            json.dump(config, fh, indent=2)
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    from sdk import __version__
+
+    return {"retrieval_forge": __version__, "transformers": transformers.__version__, "pytorch": torch.__version__}

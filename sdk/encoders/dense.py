@@ -1,0 +1,294 @@
+"""DenseEncoder: the SentenceTransformer surface on plain torch + transformers.
+
+Loads any sentence-transformers folder or hub id and produces float, Matryoshka-truncated
+and quantized embeddings. The heavy lifting lives in modules (``sdk.encoders.modules``), the
+batching loop in ``ModuleEncoder`` and quantization in ``sdk.quantization``; this class
+only wires options together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from sdk.encoders.base import ModuleEncoder, check_texts, pick_device
+from sdk.encoders.loading import default_dense_model, load_modules, read_json, resolve_model_path
+from sdk.encoders.modules import EncoderModule
+from sdk.errors import CapabilityError, InputError
+from sdk.metrics import Similarity
+from sdk.quantization import Calibration, check_precision, quantize_embeddings
+from sdk.util import similarity_function
+
+__all__ = ["DenseEncoder"]
+
+_DOCUMENT_PROMPTS = ("document", "passage", "corpus")
+
+
+class DenseEncoder(ModuleEncoder):
+    """Turns texts into dense vectors; a drop-in for sentence-transformers' SentenceTransformer."""
+
+    def __init__(
+        self,
+        model_name_or_path: str | Path | None = None,
+        modules: Sequence[EncoderModule] | None = None,
+        device: str | None = None,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: str | Similarity | None = None,
+        cache_folder: str | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        token: bool | str | None = None,
+        truncate_dim: int | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        config_kwargs: dict[str, Any] | None = None,
+        backend: Literal["torch"] = "torch",
+        allow_pickle: bool = False,
+        calibration: Calibration | None = None,
+    ) -> None:
+        if backend != "torch":
+            raise CapabilityError(f"backend {backend!r} is not available for DenseEncoder; use backend='torch'")
+        config: dict[str, Any] = {}
+        self.model_path: Path | None = None
+        if modules is None:
+            path = resolve_model_path(
+                model_name_or_path if model_name_or_path is not None else default_dense_model(),
+                cache_folder=cache_folder,
+                revision=revision,
+                token=token,
+                local_files_only=local_files_only,
+                allow_pickle=allow_pickle,
+            )
+            loaded: Sequence[Any] = load_modules(
+                path,
+                allow_pickle=allow_pickle,
+                trust_remote_code=trust_remote_code,
+                model_kwargs=model_kwargs,
+                tokenizer_kwargs=tokenizer_kwargs,
+                config_kwargs=config_kwargs,
+            )
+            raw = read_json(path / "config_sentence_transformers.json")
+            config = raw if isinstance(raw, dict) else {}
+            calibration = calibration or Calibration.load(path)
+            self.model_path = path
+        else:
+            if model_name_or_path is not None:
+                raise InputError("pass either model_name_or_path or modules, not both")
+            loaded = list(modules)
+        super().__init__(loaded, device=pick_device(device))
+        self.prompts: dict[str, str] = dict(config.get("prompts") or {})
+        self.prompts.update(prompts or {})
+        self.default_prompt_name = default_prompt_name or config.get("default_prompt_name")
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise InputError(
+                f"default_prompt_name {self.default_prompt_name!r} is not among the prompts {sorted(self.prompts)}"
+            )
+        self.similarity_fn_name = Similarity.parse(
+            similarity_fn_name or config.get("similarity_fn_name") or Similarity.COSINE
+        )
+        self._truncate_dim: int | None = None
+        self.truncate_dim = truncate_dim
+        self.calibration = calibration
+
+    # -- dimensions and Matryoshka -------------------------------------------------------
+
+    def _full_dimension(self) -> int:
+        for module in reversed(list(self)):
+            getter = getattr(module, "get_sentence_embedding_dimension", None)
+            if getter is not None:
+                return int(getter())
+        return self.transformer.get_word_embedding_dimension()
+
+    def _check_truncate_dim(self, dim: int | None) -> int | None:
+        if dim is None:
+            return None
+        full = self._full_dimension()
+        if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= full:
+            raise InputError(f"truncate_dim must be an integer between 1 and the model's {full} dims, got {dim!r}")
+        return dim
+
+    @property
+    def truncate_dim(self) -> int | None:
+        return self._truncate_dim
+
+    @truncate_dim.setter
+    def truncate_dim(self, dim: int | None) -> None:
+        self._truncate_dim = self._check_truncate_dim(dim)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """Width of the vectors ``encode`` returns (after truncation)."""
+        return self._truncate_dim or self._full_dimension()
+
+    @contextlib.contextmanager
+    def truncate_sentence_embeddings(self, truncate_dim: int | None) -> Iterator[None]:
+        """Temporarily encode to ``truncate_dim`` dims (Matryoshka models)."""
+        previous = self._truncate_dim
+        self.truncate_dim = truncate_dim
+        try:
+            yield
+        finally:
+            self._truncate_dim = previous
+
+    # -- prompts ---------------------------------------------------------------------------
+
+    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
+            return prompt
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        if name is None:
+            return None
+        if name not in self.prompts:
+            raise InputError(f"prompt_name {name!r} is not defined; this model has prompts {sorted(self.prompts)}")
+        return self.prompts[name]
+
+    def _prompt_length(self, prompt: str) -> int:
+        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        length = len(ids)
+        if ids and ids[-1] in set(self.tokenizer.all_special_ids):
+            length -= 1
+        return length
+
+    # -- encoding --------------------------------------------------------------------------
+
+    def encode(
+        self,
+        sentences: str | Sequence[str] | np.ndarray,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        output_value: Literal["sentence_embedding", "token_embeddings"] = "sentence_embedding",
+        precision: Literal["float32", "int8", "uint8", "binary", "ubinary"] = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | None = None,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+        calibration: Calibration | np.ndarray | None = None,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+        """Encode texts. One string in gives one vector out; an empty list gives shape (0, dim).
+
+        ``precision`` int8/uint8 uses the saved calibration (or ``calibration=``), never the
+        batch itself, so a single query quantizes exactly as it would inside a large batch.
+        """
+        texts, single = check_texts(sentences)
+        check_precision(precision)
+        if output_value not in ("sentence_embedding", "token_embeddings"):
+            raise InputError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}")
+        dim = self._check_truncate_dim(truncate_dim) or self._truncate_dim
+        prompt_text = self._resolve_prompt(prompt_name, prompt)
+        extra: dict[str, Any] = {}
+        if prompt_text:
+            texts = [prompt_text + t for t in texts]
+            extra["prompt_length"] = self._prompt_length(prompt_text)
+        target = pick_device(device) if device is not None else None
+        if target is not None and target != self.device:
+            self.to(target)
+
+        if output_value == "token_embeddings":
+            rows = self.run_batches(texts, batch_size, _token_rows, show_progress_bar=show_progress_bar,
+                                    extra_features=extra)
+            return rows[0] if single else rows
+
+        def collect(features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+            emb = features["sentence_embedding"]
+            if dim is not None:
+                emb = emb[:, :dim]
+            if normalize_embeddings:
+                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+            return list(emb.float().cpu())
+
+        rows = self.run_batches(texts, batch_size, collect, show_progress_bar=show_progress_bar, extra_features=extra)
+        width = dim or self._full_dimension()
+        stacked = torch.stack(rows) if rows else torch.zeros((0, width), dtype=torch.float32)
+        if precision != "float32":
+            ranges = calibration if calibration is not None else self.calibration
+            if ranges is None and precision in ("int8", "uint8"):
+                raise InputError(
+                    f"precision={precision!r} needs calibration ranges; call encoder.calibrate(sample_texts) "
+                    "once (they are saved with the model) or pass calibration=..."
+                )
+            quantized = quantize_embeddings(stacked.numpy(), precision, ranges=ranges)
+            out: Any = torch.from_numpy(quantized) if convert_to_tensor else quantized
+        elif convert_to_tensor:
+            out = stacked
+        elif convert_to_numpy:
+            out = stacked.numpy()
+        else:
+            out = list(stacked)
+        return out[0] if single else out
+
+    def encode_query(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
+        """Encode search queries with the model's "query" prompt, if it has one."""
+        if "prompt_name" not in kwargs and "prompt" not in kwargs and "query" in self.prompts:
+            kwargs["prompt_name"] = "query"
+        return self.encode(sentences, **kwargs)
+
+    def encode_document(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
+        """Encode documents with the model's "document" (or "passage"/"corpus") prompt, if any."""
+        if "prompt_name" not in kwargs and "prompt" not in kwargs:
+            name = next((p for p in _DOCUMENT_PROMPTS if p in self.prompts), None)
+            if name is not None:
+                kwargs["prompt_name"] = name
+        return self.encode(sentences, **kwargs)
+
+    # -- quantization calibration ----------------------------------------------------------
+
+    def calibrate(
+        self, sentences: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = False
+    ) -> Calibration:
+        """Compute int8/uint8 ranges from a representative sample and keep them (saved by ``save``)."""
+        texts, _ = check_texts(sentences)
+        if not texts:
+            raise InputError("calibrate needs at least one text; pass a representative sample")
+        emb = self.encode(texts, batch_size=batch_size, normalize_embeddings=normalize_embeddings)
+        self.calibration = Calibration.from_embeddings(np.asarray(emb), normalized=normalize_embeddings)
+        return self.calibration
+
+    # -- similarity --------------------------------------------------------------------------
+
+    def similarity(self, embeddings1: Any, embeddings2: Any) -> torch.Tensor:
+        """All-pairs scores with the model's similarity function (higher is closer)."""
+        return similarity_function(self.similarity_fn_name.value)(embeddings1, embeddings2)
+
+    def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> torch.Tensor:
+        """Scores of corresponding rows with the model's similarity function."""
+        return similarity_function(self.similarity_fn_name.value, pairwise=True)(embeddings1, embeddings2)
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {
+            "prompts": self.prompts,
+            "default_prompt_name": self.default_prompt_name,
+            "similarity_fn_name": self.similarity_fn_name.value,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write a sentence-transformers folder (plus saved quantization calibration)."""
+        super().save(path)
+        if self.calibration is not None:
+            self.calibration.save(path)
+
+    def __repr__(self) -> str:
+        return f"DenseEncoder(dim={self.get_sentence_embedding_dimension()}, device={self.device}, modules={[type(m).__name__ for m in self]})"
+
+
+def _token_rows(features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Per-text token embeddings without the padding positions."""
+    tokens, mask = features["token_embeddings"], features["attention_mask"]
+    rows = []
+    for emb, att in zip(tokens, mask):
+        nz = torch.nonzero(att, as_tuple=False)
+        last = int(nz[-1]) if len(nz) else 0
+        rows.append(emb[: last + 1].float().cpu())
+    return rows

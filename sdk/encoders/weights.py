@@ -1,0 +1,51 @@
+"""Safe weight files: safetensors by default, pickle only when the caller asks for it.
+
+``torch.load`` of an untrusted ``pytorch_model.bin`` can run arbitrary code, so a
+folder that only has pickle weights is refused unless ``allow_pickle=True``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sdk.errors import ModelLoadError
+
+__all__ = ["PICKLE_FILE", "SAFETENSORS_FILE", "has_pickle_only", "load_state_dict", "save_state_dict"]
+
+SAFETENSORS_FILE = "model.safetensors"
+PICKLE_FILE = "pytorch_model.bin"
+
+
+def has_pickle_only(folder: Path) -> bool:
+    """True when ``folder`` has pickle weights and no safetensors weights at all."""
+    has_safe = any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists()
+    has_pickle = any(folder.glob("pytorch_model*.bin"))
+    return has_pickle and not has_safe
+
+
+def pickle_refused(folder: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"{folder} holds only pickle weights (pytorch_model.bin), which can execute code when loaded; "
+        "convert them to safetensors, or pass allow_pickle=True if you trust this folder"
+    )
+
+
+def load_state_dict(folder: Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Load a module's own weights from ``folder``."""
+    safe = folder / SAFETENSORS_FILE
+    if safe.exists():
+        return load_file(str(safe))
+    pickle = folder / PICKLE_FILE
+    if pickle.exists():
+        if not allow_pickle:
+            raise pickle_refused(folder)
+        return torch.load(pickle, map_location="cpu", weights_only=True)
+    raise ModelLoadError(f"no weights in {folder}: expected {SAFETENSORS_FILE}")
+
+
+def save_state_dict(state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Write weights as safetensors (contiguous copies: safetensors refuses views)."""
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(folder / SAFETENSORS_FILE))
