@@ -164,6 +164,11 @@ EOF
     log "pgvector $PGVECTOR_DEB_VERSION installed in $(elapsed "$start") s"
 }
 
+# A server this state dir did not start, reachable with trust auth as postgres, with pgvector 0.8.
+pg_foreign_ok() {
+    [[ "$(psql_q postgres -tAc "SELECT 1 FROM pg_available_extensions WHERE name = 'vector' AND default_version LIKE '0.8.%'" 2>/dev/null)" == 1 ]]
+}
+
 pg_running() { [[ -f "$PG_DATA/PG_VERSION" ]] && as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
 
 psql_q() {
@@ -178,10 +183,12 @@ start_postgres() {
     ensure_pgvector
     if pg_running; then
         log "postgres: already running on 127.0.0.1:$PG_PORT"
+    elif port_busy "$PG_PORT"; then
+        # Another checkout (a CI clone on this machine, say) started one: share it if it is usable.
+        pg_foreign_ok ||
+            die "port $PG_PORT is taken by a process that is not a trust-auth PostgreSQL with pgvector 0.8; stop it or set SDK_PG_PORT"
+        log "postgres: reusing the server already listening on 127.0.0.1:$PG_PORT (not started from $STATE_DIR; stop leaves it alone)"
     else
-        if port_busy "$PG_PORT"; then
-            die "port $PG_PORT is taken by another process; stop it or set SDK_PG_PORT"
-        fi
         mkdir -p "$PG_DIR" "$PG_SOCK"
         touch "$PG_LOG"
         if [[ $EUID -eq 0 ]]; then
@@ -218,6 +225,8 @@ status_postgres() {
         local ver
         ver="$(psql_q "$PG_DB" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'vector'" 2>/dev/null || echo '?')"
         echo "postgres: running on 127.0.0.1:$PG_PORT (data $PG_DATA, pgvector $ver)"
+    elif port_busy "$PG_PORT" && pg_foreign_ok; then
+        echo "postgres: running on 127.0.0.1:$PG_PORT, started elsewhere (not from $STATE_DIR)"
     elif [[ -f "$PGVECTOR_CONTROL" ]]; then
         echo "postgres: stopped (pgvector installed)"
         return 3
@@ -268,16 +277,33 @@ weaviate_pid() {
     echo "$pid"
 }
 
+weaviate_version() {
+    curl -fsS --max-time 2 "http://127.0.0.1:$WEAVIATE_HTTP_PORT/v1/meta" 2>/dev/null |
+        sed -n 's/.*"version":"\([^"]*\)".*/\1/p' || true
+}
+
+# A ready Weaviate that this state dir did not start, new enough for weaviate-client 4.x (>= 1.27).
+weaviate_foreign_ok() {
+    local version
+    weaviate_ready && port_busy "$WEAVIATE_GRPC_PORT" || return 1
+    version="$(weaviate_version)"
+    [[ -n "$version" ]] || return 1
+    [[ "$(printf '%s\n1.27.0\n' "$version" | sort -V | head -n1)" == 1.27.0 ]]
+}
+
 weaviate_ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$WEAVIATE_HTTP_PORT/v1/.well-known/ready" 2>/dev/null; }
 
 start_weaviate() {
     local start pid port deadline
-    ensure_weaviate_built
     start="$(now)"
     if pid="$(weaviate_pid)"; then
         log "weaviate: already running (pid $pid)"
+    elif weaviate_foreign_ok; then
+        log "weaviate: reusing the server $(weaviate_version) already listening on 127.0.0.1:$WEAVIATE_HTTP_PORT (not started from $STATE_DIR; stop leaves it alone)"
     else
         rm -f "$WV_PID"
+        ensure_weaviate_built
+        start="$(now)"
         for port in "$WEAVIATE_HTTP_PORT" "$WEAVIATE_GRPC_PORT" "$WEAVIATE_RAFT_PORT" "$WEAVIATE_RAFT_RPC_PORT" \
             "$WEAVIATE_GOSSIP_PORT" "$WEAVIATE_DATA_PORT"; do
             if port_busy "$port"; then
@@ -340,14 +366,15 @@ stop_weaviate() {
 status_weaviate() {
     local pid version
     if pid="$(weaviate_pid)"; then
-        version="$(curl -fsS --max-time 2 "http://127.0.0.1:$WEAVIATE_HTTP_PORT/v1/meta" 2>/dev/null |
-            sed -n 's/.*"version":"\([^"]*\)".*/\1/p' || true)"
+        version="$(weaviate_version)"
         if weaviate_ready; then
             echo "weaviate: running (pid $pid, version ${version:-?}, http :$WEAVIATE_HTTP_PORT, grpc :$WEAVIATE_GRPC_PORT)"
         else
             echo "weaviate: starting (pid $pid, not ready yet)"
             return 3
         fi
+    elif weaviate_foreign_ok; then
+        echo "weaviate: running $(weaviate_version) on http :$WEAVIATE_HTTP_PORT, started elsewhere (not from $STATE_DIR)"
     elif [[ -x "$WEAVIATE_BIN" ]]; then
         echo "weaviate: stopped (server $WEAVIATE_VERSION built: $WEAVIATE_BIN)"
         return 3
