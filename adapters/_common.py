@@ -19,7 +19,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from sdk.errors import AdapterError, SDKError, TransientAdapterError
@@ -125,7 +126,8 @@ class RetryPolicy:
 
         retrying = Retrying(
             stop=stop_after_attempt(max(1, self.attempts)) | stop_after_delay(self.budget_s),
-            wait=wait_exponential_jitter(initial=self.initial_wait_s, max=self.max_wait_s),
+            wait=wait_exponential(multiplier=self.initial_wait_s, max=self.max_wait_s)
+            + wait_random(0, self.initial_wait_s),
             retry=retry_if_exception_type(TransientAdapterError),
             reraise=True,
         )
