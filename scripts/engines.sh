@@ -203,12 +203,13 @@ start_postgres() {
         as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 \
             -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
             start >/dev/null || die "postgres did not start, see $PG_LOG"
+        log "postgres: started (data $PG_DATA, log $PG_LOG)"
     fi
     if [[ "$(psql_q postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != 1 ]]; then
         psql_q postgres -c "CREATE DATABASE $PG_DB" >/dev/null
     fi
     psql_q "$PG_DB" -c "CREATE EXTENSION IF NOT EXISTS vector" >/dev/null || die "CREATE EXTENSION vector failed"
-    log "postgres: ready on 127.0.0.1:$PG_PORT, pgvector $(psql_q "$PG_DB" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'vector'") ($(elapsed "$start") s; log $PG_LOG)"
+    log "postgres: ready on 127.0.0.1:$PG_PORT, pgvector $(psql_q "$PG_DB" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'vector'") ($(elapsed "$start") s)"
 }
 
 stop_postgres() {
@@ -420,8 +421,9 @@ COMPOSE_MARKER="$STATE_DIR/docker-compose.started"
 start_docker() {
     local start
     start="$(now)"
-    log "docker: daemon answers, running docker compose up -d --wait"
-    docker compose -f "$ROOT/docker-compose.yml" up -d --wait >&2
+    # Service names in docker-compose.yml equal the engine names (milvus pulls etcd and minio in).
+    log "docker: daemon answers, running docker compose up -d --wait $*"
+    docker compose -f "$ROOT/docker-compose.yml" up -d --wait "$@" >&2
     touch "$COMPOSE_MARKER"
     log "docker: all services healthy ($(elapsed "$start") s)"
 }
@@ -449,7 +451,7 @@ cmd_start() {
     mapfile -t engines < <(selected_engines "$@")
     mkdir -p "$STATE_DIR"
     if docker_mode_available; then
-        start_docker
+        start_docker "${engines[@]}"
         for e in "${engines[@]}"; do
             case "$e" in
             postgres) echo "export SDK_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/$PG_DB" ;;
