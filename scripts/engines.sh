@@ -131,6 +131,14 @@ ensure_pgvector() {
     fi
     command -v apt-get >/dev/null 2>&1 || die "pgvector is missing and apt-get is not available: install PostgreSQL $PG_MAJOR + pgvector, or use Docker"
     local start src ver tmp
+    # apt allows one client at a time: a concurrent `start` waits here, then finds pgvector built.
+    mkdir -p "$CACHE_DIR"
+    exec 8>"$CACHE_DIR/pgvector-build.lock"
+    flock 8
+    if [[ -x "$PG_BIN/pg_ctl" && -f "$PGVECTOR_CONTROL" && "${SDK_PGVECTOR_REBUILD:-0}" != 1 ]]; then
+        flock -u 8
+        return 0
+    fi
     start="$(now)"
     log "building pgvector from Debian trixie's source package (apt output: $APT_LOG)"
     src=/etc/apt/sources.list.d/retrieval-forge-trixie-src.sources
@@ -162,6 +170,7 @@ EOF
     rm -rf "$tmp"
     [[ -f "$PGVECTOR_CONTROL" ]] || die "pgvector built but $PGVECTOR_CONTROL is missing, see $APT_LOG"
     log "pgvector $PGVECTOR_DEB_VERSION installed in $(elapsed "$start") s"
+    flock -u 8
 }
 
 # A server this state dir did not start, reachable with trust auth as postgres, with pgvector 0.8.
