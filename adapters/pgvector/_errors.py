@@ -1,0 +1,52 @@
+"""psycopg exceptions -> ``sdk.errors``, by SQLSTATE class rather than by message text.
+
+Connection-level failures (server restart, ``pg_terminate_backend``, network resets), lock
+conflicts and serialization failures are what a retry can cure; everything else (syntax, a
+missing table, a violated constraint) fails the same way on every attempt and raises at once.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from adapters._common import translate_error
+from sdk.errors import AdapterError, CollectionNotFoundError, SDKError, TransientAdapterError
+
+__all__ = ["translate"]
+
+_TRANSIENT_SQLSTATE_PREFIXES = (
+    "08",  # connection exception
+    "40",  # transaction rollback: serialization failure, deadlock
+    "53",  # insufficient resources (too many connections, out of memory / disk)
+    "57P",  # operator intervention: admin shutdown, crash shutdown, cannot connect now
+)
+
+
+def translate(exc: BaseException, what: str) -> SDKError:
+    """The SDK error for a psycopg exception raised while doing ``what``."""
+    if isinstance(exc, SDKError):
+        return exc
+    if isinstance(exc, pg_errors.UndefinedTable):
+        return CollectionNotFoundError(
+            f"{what} failed: the table does not exist ({exc.diag.message_primary}); "
+            "create the collection first or check its name"
+        )
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate or ""
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and not state:
+            # No SQLSTATE: the client lost or could not open the connection.
+            return TransientAdapterError(f"{what} failed: connection to PostgreSQL lost: {exc}")
+        if state.startswith(_TRANSIENT_SQLSTATE_PREFIXES) or isinstance(exc, pg_errors.QueryCanceled):
+            return TransientAdapterError(f"{what} failed (SQLSTATE {state}): {exc}")
+        return AdapterError(f"{what} failed (SQLSTATE {state or 'none'}): {exc}")
+    return translate_error(exc, what)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True when the connection itself is unusable and must be reopened before a retry."""
+    cause = exc.__cause__ if isinstance(exc, AdapterError) else exc
+    if isinstance(cause, (psycopg.OperationalError, psycopg.InterfaceError)):
+        state = getattr(cause, "sqlstate", None) or ""
+        return not state or state.startswith(("08", "57P"))
+    return False
