@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -108,26 +109,29 @@ def _query_vector(precision: str, dim: int, seed: int) -> np.ndarray:
 
 
 def assert_same_hits(got: list[Hit], want: list[Hit], *, rel: float = 1e-4, abs_: float = 1e-4,
-                     tie: float | None = None, check_scores: bool = True) -> None:
-    """Same ids in the same order (near-ties may swap), and scores close to the reference."""
-    assert len(got) == len(want), f"{len(got)} hits, reference has {len(want)}: {[h.id for h in got]}"
-    tie = tie if tie is not None else max(abs_, 1e-9) * 4
+                     limit: int | None = None, check_scores: bool = True) -> None:
+    """Same ids in the same order as the reference, except that (near-)tied hits may swap.
+
+    ``want`` may run past ``limit``: the extra reference hits reveal ties at the cut-off, where an
+    engine may legitimately return any of the tied ids.
+    """
+    limit = limit if limit is not None else len(want)
+    assert len(got) == min(limit, len(want)), f"{len(got)} hits, want {min(limit, len(want))}: {[h.id for h in got]}"
     i = 0
-    while i < len(want):
+    while i < len(got):
         j = i + 1
-        while j < len(want) and abs(want[j - 1].score - want[j].score) <= tie + rel * abs(want[j].score):
+        while j < len(want) and abs(want[j - 1].score - want[j].score) <= 4 * abs_ + rel * abs(want[j].score):
             j += 1
-        group_want = {h.id for h in want[i:j]}
-        group_got = {h.id for h in got[i:j]}
-        if j < len(want) or j - i == 1:
-            assert group_got == group_want, (
-                f"ranks {i}..{j - 1}: got {[h.id for h in got]}, reference {[h.id for h in want]}"
-            )
+        group = {h.id for h in want[i:j]}
+        shown = {h.id for h in got[i:min(j, len(got))]}
+        assert shown <= group and (j > len(got) or shown == group), (
+            f"ranks {i}..{j - 1}: got {[h.id for h in got]}, reference {[h.id for h in want]}"
+        )
         i = j
     if check_scores:
-        for g, w in zip(got, want, strict=True):
-            if g.id == w.id:
-                assert g.score == pytest.approx(w.score, rel=rel, abs=abs_), f"score of {g.id}"
+        want_by_id = {h.id: h.score for h in want}
+        for g in got:
+            assert g.score == pytest.approx(want_by_id[g.id], rel=rel, abs=abs_), f"score of {g.id}"
 
 
 class AdapterConformance:
@@ -232,8 +236,11 @@ class AdapterConformance:
         want = records[7]
         assert got[0].text == want.text
         assert dict(got[0].metadata) == dict(want.metadata)
-        np.testing.assert_allclose(np.asarray(got[0].vectors["dense"], dtype=np.float32),
-                                   want.vectors["dense"], rtol=1e-6, atol=1e-6)
+        stored = np.asarray(got[0].vectors["dense"], dtype=np.float32)
+        original = np.asarray(want.vectors["dense"], dtype=np.float32)
+        # Cosine engines (Qdrant) may keep the unit vector only: the direction is what cosine compares.
+        if not np.allclose(stored, original, rtol=1e-6, atol=1e-6):
+            np.testing.assert_allclose(stored, original / np.linalg.norm(original), rtol=1e-5, atol=1e-6)
         if self.sparse_ok(caps):
             sv = got[0].sparse["sparse"]
             assert sv.indices == want.sparse["sparse"].indices
@@ -296,9 +303,9 @@ class AdapterConformance:
         self.both(db, ref, spec, make_records(precision=precision, dim=dim, sparse=False))
         for seed in range(3):
             q = HybridQuery(dense=_query_vector(precision, dim, seed), limit=10)
-            got, want = db.query(spec.name, q), ref.query(spec.name, q)
-            rel = self.score_rel * (20 if precision == "float16" else 1)
-            assert_same_hits(got, want, rel=rel, abs_=self.score_abs * (20 if precision == "float16" else 1))
+            got, want = db.query(spec.name, q), ref.query(spec.name, replace(q, limit=20))
+            wide = 20 if precision == "float16" else 1
+            assert_same_hits(got, want, rel=self.score_rel * wide, abs_=self.score_abs * wide, limit=10)
 
     @pytest.mark.parametrize("kind", ["int8", "binary", "pq"])
     def test_index_quantization_rescored(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities,
@@ -312,7 +319,8 @@ class AdapterConformance:
             return
         self.both(db, ref, spec, make_records(sparse=False))
         q = HybridQuery(dense=_query_vector("float32", DIM, 2), limit=5)
-        assert_same_hits(db.query(spec.name, q), ref.query(spec.name, q), rel=1e-3, abs_=1e-3)
+        assert_same_hits(db.query(spec.name, q), ref.query(spec.name, replace(q, limit=15)), rel=1e-3,
+                         abs_=1e-3, limit=5)
         assert db.describe(spec.name).dense[0].index.quantization == kind
 
     def test_matryoshka_two_stage(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities) -> None:
@@ -325,7 +333,7 @@ class AdapterConformance:
         for cand in (5, 20, N_DOCS):
             q = HybridQuery(dense=_query_vector("float32", DIM, 3), limit=5,
                             candidate_limits={"prefix": cand, "dense": cand})
-            got, want = db.query(spec.name, q), ref.query(spec.name, q)
+            got, want = db.query(spec.name, q), ref.query(spec.name, q)  # same limit: it sets the stages
             assert_same_hits(got, want, rel=self.score_rel, abs_=self.score_abs)
         full = ref.query(spec.name, HybridQuery(dense=_query_vector("float32", DIM, 3), limit=5,
                                                  candidate_limits={"prefix": N_DOCS}))
@@ -344,9 +352,9 @@ class AdapterConformance:
         self.both(db, ref, spec, records)
         for i in (0, 5, 11):
             q = HybridQuery(sparse=records[i].sparse["sparse"], limit=10)
-            got, want = db.query(spec.name, q), ref.query(spec.name, q)
+            got, want = db.query(spec.name, q), ref.query(spec.name, replace(q, limit=20))
             assert got[0].id == records[i].id
-            assert_same_hits(got, want, rel=1e-4, abs_=1e-4)
+            assert_same_hits(got, want, rel=1e-4, abs_=1e-4, limit=10)
 
     @pytest.mark.parametrize("method", list(FusionMethod))
     def test_hybrid_fusion(self, db: Adapter, caps: Capabilities, method: FusionMethod) -> None:

@@ -1,0 +1,235 @@
+"""Qdrant adapter: named dense vectors, sparse vectors, quantization, Matryoshka prefetch, native fusion.
+
+The spec lives in the collection's own metadata (Qdrant >= 1.15), so whoever opens the
+collection later sees which encoder, dimensions and metrics wrote it. Point payloads hold
+``doc_id``, ``text`` and the user's ``metadata`` object side by side, so no user key can
+collide with the adapter's own.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from adapters._spec import Capabilities, CollectionSpec, DenseField
+from adapters._validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg
+from adapters.base import Adapter
+from adapters.qdrant._errors import translate
+from adapters.qdrant._filters import META, QdrantFilter
+from adapters.qdrant._mapping import capabilities, score, search_params, sparse_params, vector_params
+from sdk.errors import CollectionNotFoundError, ConfigError, InputError, SchemaMismatchError, SDKError
+from sdk.types import Filter, FusionMethod, Hit, SparseVector
+
+__all__ = ["QdrantAdapter"]
+
+SPEC_KEY = "retrieval_forge_spec"
+
+
+class QdrantAdapter(Adapter):
+    """Qdrant through ``qdrant-client``: a server, local mode on disk, or local mode in memory.
+
+    Pass ``client=`` to reuse a client you already hold (it is then not closed by ``close()``).
+    """
+
+    def __init__(self, client: Any = None, *, url: str | None = None, path: str | None = None,
+                 location: str | None = None, api_key: str | None = None) -> None:
+        if client is None:
+            if sum(x is not None for x in (url, path, location)) != 1:
+                raise ConfigError("QdrantAdapter needs exactly one of client=, url=, path= or location=':memory:'")
+            try:
+                client = QdrantClient(url=url, path=path, location=location, api_key=api_key)
+            except Exception as exc:
+                raise translate(exc, "connecting to Qdrant") from exc
+            self._owns = True
+        else:
+            self._owns = False
+        self._client: QdrantClient = client
+        local = type(getattr(client, "_client", None)).__name__ == "QdrantLocal"
+        self._caps = capabilities(local)
+
+    @classmethod
+    def from_url(cls, url: str) -> QdrantAdapter:
+        """``qdrant://HOST:PORT`` (API key from ``QDRANT_API_KEY``), ``qdrant+local:PATH``, ``qdrant+local::memory:``."""
+        if url.startswith("qdrant+local:"):
+            rest = url.removeprefix("qdrant+local:")
+            if rest == ":memory:":
+                return cls(location=":memory:")
+            if not rest:
+                raise ConfigError("qdrant+local: needs a path, e.g. qdrant+local:./qdrant_data or qdrant+local::memory:")
+            return cls(path=rest)
+        parts = urlsplit(url)
+        if parts.scheme != "qdrant" or not parts.hostname:
+            raise ConfigError(f"not a Qdrant URL: {url!r}; use qdrant://HOST:PORT")
+        scheme = "https" if "tls=1" in parts.query or "https=1" in parts.query else "http"
+        return cls(url=f"{scheme}://{parts.hostname}:{parts.port or 6333}", api_key=os.environ.get("QDRANT_API_KEY"))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def _translate(self, exc: BaseException, what: str) -> SDKError:
+        return translate(exc, what)
+
+    def _close(self) -> None:
+        if self._owns:
+            self._client.close()
+
+    # ---- collections -----------------------------------------------------------------------
+    def _read_spec(self, name: str) -> CollectionSpec | None:
+        try:
+            info = self._client.get_collection(name)
+        except Exception as exc:  # noqa: BLE001 - only "not found" means absent
+            if isinstance(translate(exc, ""), CollectionNotFoundError):
+                return None
+            raise
+        stored = (info.config.metadata or {}).get(SPEC_KEY)
+        if not stored:
+            raise SchemaMismatchError(
+                f"Qdrant collection {name!r} exists but was not created by retrieval-forge (no stored spec); "
+                "use another name or re-create it with ensure_collection"
+            )
+        return CollectionSpec.from_json(stored)
+
+    def _create(self, spec: CollectionSpec) -> None:
+        if self._alias_target(spec.name) is not None:
+            raise InputError(f"{spec.name!r} is already an alias; choose another collection name")
+        self._client.create_collection(
+            spec.name,
+            vectors_config=vector_params(spec),
+            sparse_vectors_config=sparse_params(spec) or None,
+            metadata={SPEC_KEY: spec.to_json()},
+        )
+        if "hnsw" in self._caps.emulated:
+            return  # local mode scans exactly and ignores payload indexes
+        for p in spec.payload:  # a server uses them for filtered HNSW search
+            schema = {"keyword": models.PayloadSchemaType.KEYWORD, "int": models.PayloadSchemaType.INTEGER,
+                      "float": models.PayloadSchemaType.FLOAT, "bool": models.PayloadSchemaType.BOOL}[p.type]
+            self._client.create_payload_index(spec.name, f"{META}.{p.name}", field_schema=schema)
+
+    def _drop(self, name: str) -> bool:
+        if not self._client.collection_exists(name) or self._alias_target(name) is not None:
+            return False
+        return bool(self._client.delete_collection(name))
+
+    # ---- points ----------------------------------------------------------------------------
+    def _upsert_batch(self, spec: CollectionSpec, name: str, batch: list[PreparedRecord]) -> None:
+        vectors: dict[str, Any] = {}
+        for key in batch[0].dense:
+            vectors[key] = np.stack([r.dense[key] for r in batch]).astype(np.float32).tolist()
+        for sf in spec.sparse:
+            vectors[sf.name] = [models.SparseVector(indices=list(r.sparse[sf.name].indices),
+                                                    values=list(r.sparse[sf.name].values)) for r in batch]
+        payloads = [{"doc_id": r.doc_id, "text": r.text, META: r.metadata} for r in batch]
+        self._client.upsert(name, models.Batch(ids=[r.pid for r in batch], vectors=vectors, payloads=payloads),
+                            wait=True)
+
+    def _get(self, spec: CollectionSpec, name: str, pids: list[str]) -> list[PreparedRecord]:
+        points = self._client.retrieve(name, ids=pids, with_payload=True, with_vectors=True)
+        return [self._to_prepared(spec, p) for p in points]
+
+    @staticmethod
+    def _to_prepared(spec: CollectionSpec, p: Any) -> PreparedRecord:
+        vecs = p.vector or {}
+        dense: dict[str, np.ndarray] = {}
+        for f in spec.dense:
+            arr = np.asarray(vecs[f.name], dtype=np.float32)
+            dense[f.name] = {"binary": lambda a: np.rint(a).astype(np.uint8),
+                             "float16": lambda a: a.astype(np.float16)}.get(f.precision, lambda a: a)(arr)
+        sparse = {s.name: SparseVector(tuple(vecs[s.name].indices), tuple(vecs[s.name].values))
+                  if s.name in vecs else SparseVector((), ()) for s in spec.sparse}
+        payload = p.payload or {}
+        return PreparedRecord(str(p.id), payload.get("doc_id", str(p.id)), dense, sparse,
+                              payload.get("text") or "", dict(payload.get(META) or {}))
+
+    def _delete(self, spec: CollectionSpec, name: str, pids: list[str]) -> None:
+        if pids:
+            self._client.delete(name, points_selector=models.PointIdsList(points=pids), wait=True)
+
+    def _filter(self, spec: CollectionSpec, flt: Filter | None) -> models.Filter | None:
+        return QdrantFilter(spec).translate(flt) if flt is not None else None
+
+    def _count(self, spec: CollectionSpec, name: str, filter: Filter | None) -> int:
+        return int(self._client.count(name, count_filter=self._filter(spec, filter), exact=True).count)
+
+    # ---- search ----------------------------------------------------------------------------
+    def _dense_prefetch(self, leg: DenseLeg, flt: models.Filter | None) -> dict[str, Any]:
+        """Query arguments for the dense leg: the full vector, over a prefix prefetch when Matryoshka."""
+        f: DenseField = leg.field
+        # Local mode searches exactly and warns on search params; a server gets rescore/oversampling.
+        params = None if "quantization" in self._caps.emulated else search_params(f)
+        args: dict[str, Any] = {"query": leg.vector.astype(np.float32).tolist(), "using": f.name,
+                                "limit": leg.candidates, "filter": flt, "params": params}
+        if leg.prefix is not None and f.prefix_name:
+            args["prefetch"] = models.Prefetch(query=leg.prefix.astype(np.float32).tolist(), using=f.prefix_name,
+                                               limit=leg.prefix_candidates, filter=flt, params=params)
+        return args
+
+    @staticmethod
+    def _sparse_prefetch(leg: SparseLeg, flt: models.Filter | None) -> dict[str, Any]:
+        vec = models.SparseVector(indices=list(leg.vector.indices), values=list(leg.vector.values))
+        return {"query": vec, "using": leg.field.name, "limit": leg.candidates, "filter": flt}
+
+    def _search(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
+        flt = self._filter(spec, plan.filter)
+        legs: dict[str, dict[str, Any]] = {}
+        if plan.dense is not None:
+            legs["dense"] = self._dense_prefetch(plan.dense, flt)
+        if plan.sparse is not None:
+            legs["sparse"] = self._sparse_prefetch(plan.sparse, flt)
+        if plan.hybrid:
+            weights = plan.fusion.weights
+            if plan.fusion.method is FusionMethod.RRF:
+                query: Any = models.RrfQuery(rrf=models.Rrf(
+                    k=plan.fusion.k, weights=[float(weights.get(leg, 1.0)) for leg in legs] if weights else None))
+            else:
+                query = models.FusionQuery(fusion=models.Fusion.DBSF)
+            prefetch = [models.Prefetch(**args) for args in legs.values()]
+            res = self._client.query_points(name, prefetch=prefetch, query=query, query_filter=flt,
+                                            limit=plan.limit, with_payload=True)
+            return [self._hit(p, float(p.score), "fused") for p in res.points]
+        (leg, args), = legs.items()
+        args = dict(args)
+        args["limit"] = plan.limit
+        args["query_filter"] = args.pop("filter")
+        args["search_params"] = args.pop("params", None)
+        res = self._client.query_points(name, with_payload=True, **args)
+        f = plan.dense.field if plan.dense is not None else None
+        return [self._hit(p, score(f, p.score), leg) for p in res.points]
+
+    @staticmethod
+    def _hit(p: Any, value: float, stage: str) -> Hit:
+        payload = p.payload or {}
+        return Hit(payload.get("doc_id", str(p.id)), value, payload.get("text") or None,
+                   dict(payload.get(META) or {}), {stage: value})
+
+    # ---- aliases ---------------------------------------------------------------------------
+    def _alias_target(self, alias: str) -> str | None:
+        for a in self._client.get_aliases().aliases:
+            if a.alias_name == alias:
+                return a.collection_name
+        return None
+
+    def _create_alias(self, alias: str, collection: str) -> None:
+        if self._alias_target(alias) is not None or self._client.collection_exists(alias):
+            raise InputError(f"alias {alias!r} already exists; use switch_alias to re-point it")
+        self._client.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))])
+
+    def _switch_alias(self, alias: str, collection: str) -> None:
+        ops: list[Any] = []
+        if self._alias_target(alias) is not None:
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection,
+                                                                               alias_name=alias)))
+        self._client.update_collection_aliases(change_aliases_operations=ops)  # one atomic request
+
+    def _delete_alias(self, alias: str) -> bool:
+        if self._alias_target(alias) is None:
+            return False
+        self._client.update_collection_aliases(change_aliases_operations=[
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))])
+        return True
