@@ -122,7 +122,7 @@ def _start_container(factory: Callable[[], Any]) -> Any | None:
 
 
 def _container_class(module: str, name: str) -> Any:
-    """testcontainers >= 4.13 keeps the database modules under ``testcontainers.community``."""
+    """Recent testcontainers keep the database modules under ``testcontainers.community``; older ones at the top."""
     try:
         return getattr(importlib.import_module(f"testcontainers.community.{module}"), name)
     except ImportError:
