@@ -1,0 +1,35 @@
+"""weaviate-client exceptions -> ``sdk.errors``.
+
+The client raises few exception types and puts the server's reason in the message, so "not
+found" is recognised from the status code or the server's wording; what is transient (connection
+errors, 5xx / 429, gRPC UNAVAILABLE / DEADLINE_EXCEEDED) is decided by the shared
+``adapters._common.is_transient`` plus the client's connection error types.
+"""
+
+from __future__ import annotations
+
+from weaviate import exceptions as wx
+
+from adapters._common import is_transient
+from sdk.errors import AdapterError, CollectionNotFoundError, SDKError, TransientAdapterError
+
+__all__ = ["translate"]
+
+_NOT_FOUND_WORDS = ("could not find class", "no such class", "class not found", "collection not found",
+                    "does not exist")
+
+
+def translate(exc: BaseException, what: str) -> SDKError:
+    """The SDK error for a weaviate-client exception raised while doing ``what``."""
+    if isinstance(exc, SDKError):
+        return exc
+    text = str(exc)
+    status = getattr(exc, "status_code", None)
+    if status == 404 or any(w in text.lower() for w in _NOT_FOUND_WORDS):
+        return CollectionNotFoundError(f"{what} failed: the collection does not exist in Weaviate ({text})")
+    if isinstance(exc, (wx.WeaviateConnectionError, wx.WeaviateTimeoutError, wx.WeaviateClosedClientError)) \
+            or is_transient(exc):
+        if isinstance(exc, wx.WeaviateClosedClientError):
+            return AdapterError(f"{what} failed: the Weaviate client is closed; connect again ({text})")
+        return TransientAdapterError(f"{what} failed: Weaviate is unreachable or overloaded: {text}")
+    return AdapterError(f"{what} failed: {type(exc).__name__}: {text}")
