@@ -112,17 +112,20 @@ class ModuleEncoder(nn.Sequential):
         extra_features: dict[str, Any] | None = None,
         length: Callable[[Any], int] = len,
         desc: str = "Batches",
+        tokenize: Callable[[list[Any]], dict[str, torch.Tensor]] | None = None,
     ) -> list[T]:
         """Run ``texts`` through the stack longest-first; ``collect`` turns each batch's features
         into per-row results, which come back in the caller's order.
 
         Sorting by length keeps padding (wasted compute) small; restoring the order afterwards
-        is cheap and invisible to callers.
+        is cheap and invisible to callers. ``tokenize`` replaces the first module's tokenizer for
+        stacks whose input module is not a Transformer (a Router picks the tokenizer per route).
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         order = np.argsort([-length(t) for t in texts], kind="stable")
         device = device or self.device
+        tokenize = tokenize or self.transformer.tokenize
         results: list[T | None] = [None] * len(texts)
         starts = range(0, len(texts), batch_size)
         if show_progress_bar is None:
@@ -134,7 +137,7 @@ class ModuleEncoder(nn.Sequential):
         with torch.inference_mode():
             for start in starts:
                 idx = order[start : start + batch_size]
-                features = self.transformer.tokenize([texts[i] for i in idx])
+                features = tokenize([texts[i] for i in idx])
                 features = {k: v.to(device, non_blocking=True) for k, v in features.items()}
                 if extra_features:
                     features.update(extra_features)

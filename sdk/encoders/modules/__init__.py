@@ -9,16 +9,24 @@ from __future__ import annotations
 
 from sdk.encoders.modules.base import EncoderModule
 from sdk.encoders.modules.dense import Dense, Normalize
+from sdk.encoders.modules.heads import ClassificationTransformer, MLMTransformer
 from sdk.encoders.modules.pooling import POOLING_MODES, Pooling
+from sdk.encoders.modules.router import Router
+from sdk.encoders.modules.splade import SparseStaticEmbedding, SpladePooling
 from sdk.encoders.modules.transformer import Transformer
 from sdk.errors import ModelLoadError
 
 __all__ = [
     "POOLING_MODES",
+    "ClassificationTransformer",
     "Dense",
     "EncoderModule",
+    "MLMTransformer",
     "Normalize",
     "Pooling",
+    "Router",
+    "SparseStaticEmbedding",
+    "SpladePooling",
     "Transformer",
     "module_class",
     "register_module",
@@ -52,3 +60,6 @@ def module_class(type_path: str) -> type[EncoderModule]:
 
 for _cls in (Transformer, Pooling, Dense, Normalize):
     register_module(_cls)
+for _cls in (MLMTransformer, ClassificationTransformer, SpladePooling, SparseStaticEmbedding):
+    register_module(_cls)
+register_module(Router, "Asym")

@@ -43,6 +43,11 @@ class Transformer(EncoderModule):
     config_file: ClassVar[str] = "sentence_bert_config.json"
     #: The transformers auto class used to load weights; subclasses (MLM, classification) change it.
     auto_class: ClassVar[type] = AutoModel
+    #: sentence-transformers' ``transformer_task`` this class handles (None: plain feature extraction).
+    transformer_task: ClassVar[str | None] = None
+    #: Subclasses by ``transformer_task``: sentence-transformers >= 5.4 writes one Transformer type for
+    #: every head and names the head in sentence_bert_config.json, so ``load`` dispatches on it.
+    task_classes: ClassVar[dict[str, type[Transformer]]] = {}
 
     def __init__(
         self,
@@ -89,6 +94,12 @@ class Transformer(EncoderModule):
             raise pickle_refused(folder)
         settings_path = folder / cls.config_file
         settings = json.loads(settings_path.read_text(encoding="utf8")) if settings_path.exists() else {}
+        task_cls = cls.task_classes.get(settings.get("transformer_task") or "")
+        if task_cls is not None and not issubclass(cls, task_cls):
+            return task_cls.load(
+                folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
+                tokenizer_kwargs=tokenizer_kwargs, config_kwargs=config_kwargs, max_seq_length=max_seq_length,
+            )
         try:
             with _quiet_transformers():
                 config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, **(config_kwargs or {}))
