@@ -70,9 +70,11 @@ class SpladePooling(EncoderModule):
     def get_sentence_embedding_dimension(self) -> int | None:
         return self.embedding_dimension
 
-    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
-        out = torch.log1p(torch.relu(logits))
-        return torch.log1p(out) if self.activation_function == "log1p_relu" else out
+    def _activate(self, logits: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        out = logits.relu_().log1p_() if inplace else torch.log1p(torch.relu(logits))
+        if self.activation_function == "log1p_relu":
+            out = out.log1p_() if inplace else torch.log1p(out)
+        return out
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = features["token_embeddings"]
@@ -81,18 +83,19 @@ class SpladePooling(EncoderModule):
             mask = torch.ones(logits.shape[:2], dtype=logits.dtype, device=logits.device)
         mask = mask.unsqueeze(-1).to(logits.dtype)
         # Chunking over the sequence bounds the (batch, chunk, vocab) intermediate; None = one chunk.
-        step = self.chunk_size or logits.shape[1]
-        pooled: torch.Tensor | None = None
+        step = self.chunk_size or max(logits.shape[1], 1)
+        pooled = logits.new_zeros((logits.shape[0], logits.shape[-1]))
         for start in range(0, logits.shape[1], step):
-            part = self._activate(logits[:, start : start + step] * mask[:, start : start + step])
+            masked = logits[:, start : start + step] * mask[:, start : start + step]  # padding -> 0
             if self.pooling_strategy == "max":
-                part = part.max(dim=1).values
-                pooled = part if pooled is None else torch.maximum(pooled, part)
+                # relu and log1p are monotone, so max over raw logits picks the same element and
+                # the activation runs on (batch, vocab) instead of every (token, vocab) cell:
+                # identical floats, several times faster on CPU. relu(.) >= 0 = the initial value.
+                pooled = torch.maximum(pooled, masked.amax(dim=1))
             else:
-                part = part.sum(dim=1)
-                pooled = part if pooled is None else pooled + part
-        if pooled is None:  # zero-length sequences
-            pooled = logits.new_zeros((logits.shape[0], logits.shape[-1]))
+                pooled = pooled + self._activate(masked, inplace=not torch.is_grad_enabled()).sum(dim=1)
+        if self.pooling_strategy == "max":
+            pooled = self._activate(pooled)
         if self.embedding_dimension is None:
             self.embedding_dimension = int(pooled.shape[-1])
         features["sentence_embedding"] = pooled
