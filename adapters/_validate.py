@@ -23,6 +23,7 @@ from sdk.types import Filter, Fusion, HybridQuery, Record, SparseVector
 __all__ = ["PreparedRecord", "QueryPlan", "prepare_query", "prepare_records", "prepare_vector"]
 
 MAX_SPARSE_INDEX = 2**32 - 2  # Qdrant and Milvus keep sparse indices as uint32 (one value reserved)
+_FLAT = (str, int, float, bool, type(None))
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def prepare_vector(spec: CollectionSpec, f: DenseField, vec: Any, who: str) -> n
         raise InputError(f"{who}: vector {f.name!r} must be 1-D, got shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
         raise InputError(f"{who}: vector {f.name!r} must be numeric, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InputError(f"{who}: vector {f.name!r} holds NaN or inf; fix the encoder output")
     if f.precision == "binary":
         if arr.size == f.dim // 8 and arr.dtype == np.uint8:
@@ -84,8 +85,8 @@ def prepare_vector(spec: CollectionSpec, f: DenseField, vec: Any, who: str) -> n
         if np.any(np.abs(arr) > 65504):
             raise InputError(f"{who}: float16 vector {f.name!r} has values beyond the float16 range")
         return arr.astype(np.float16)
-    out = arr.astype(np.float32)
-    if not np.all(np.isfinite(out)):
+    out = arr.astype(np.float32, copy=False)
+    if arr.dtype != np.float32 and not np.isfinite(out).all():
         raise InputError(f"{who}: vector {f.name!r} overflows float32")
     return out
 
@@ -98,29 +99,48 @@ def _check_sparse(sf: SparseField, vec: Any, who: str) -> SparseVector:
     return vec
 
 
-def _check_payload(spec: CollectionSpec, caps: Capabilities, rec: Record) -> dict[str, Any]:
+def _check_payload(caps: Capabilities, rec: Record, types: Mapping[str, str]) -> dict[str, Any]:
     meta = rec.metadata
     if not isinstance(meta, Mapping):
         raise InputError(f"record {rec.id!r}: metadata must be a mapping, got {type(meta).__name__}")
     if any(not isinstance(k, str) or not k for k in meta):
         raise InputError(f"record {rec.id!r}: metadata keys must be non-empty strings")
-    types = spec.payload_types()
     for key, want in types.items():
         if key in meta and meta[key] is not None and not _type_ok(meta[key], want):
             raise InputError(
                 f"record {rec.id!r}: metadata {key!r} must be {want} (declared in the collection's "
                 f"payload schema), got {type(meta[key]).__name__}"
             )
-    try:
-        encoded = json.dumps(dict(meta), allow_nan=False, separators=(",", ":"))
+    if type(meta) is dict and _flat_and_small(meta, caps.max_payload_bytes):
+        return dict(meta)  # the common case, without paying for a JSON encoding per record
+    try:  # ensure_ascii (the default) makes len(str) the byte size, an upper bound of any encoding
+        encoded = json.dumps(meta if isinstance(meta, dict) else dict(meta), allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise InputError(f"record {rec.id!r}: metadata must be JSON-serialisable without NaN ({exc})") from exc
-    if len(encoded.encode()) > caps.max_payload_bytes:
+    if len(encoded) > caps.max_payload_bytes:
         raise InputError(
-            f"record {rec.id!r}: metadata is {len(encoded.encode())} bytes as JSON; the limit for "
+            f"record {rec.id!r}: metadata is {len(encoded)} bytes as JSON; the limit for "
             f"{caps.name} is {caps.max_payload_bytes}. Store large content elsewhere and keep a reference"
         )
-    return json.loads(encoded)
+    return dict(meta) if type(meta) is dict and all(type(v) in _FLAT for v in meta.values()) \
+        else json.loads(encoded)  # nested values: a deep copy the caller cannot mutate afterwards
+
+
+def _flat_and_small(meta: dict[str, Any], limit: int) -> bool:
+    """True when every value is a JSON scalar (finite floats) and even fully escaped JSON
+    (6 characters per character, plus quotes and separators) stays under ``limit``."""
+    size = 2
+    for k, v in meta.items():
+        t = type(v)
+        if t is str:
+            size += 6 * (len(k) + len(v)) + 6
+        elif t is int or t is bool or v is None:
+            size += 6 * len(k) + 30
+        elif t is float and math.isfinite(v):
+            size += 6 * len(k) + 30
+        else:
+            return False
+    return size <= limit
 
 
 def _type_ok(value: Any, want: str) -> bool:
@@ -137,6 +157,7 @@ def prepare_records(spec: CollectionSpec, caps: Capabilities, records: Iterable[
     """Validate every record before anything is written; the last copy of a repeated id wins."""
     dense_names = {f.name for f in spec.dense}
     sparse_names = {f.name for f in spec.sparse}
+    types = spec.payload_types()
     out: dict[str, PreparedRecord] = {}
     for rec in records:
         if not isinstance(rec, Record):
@@ -161,12 +182,12 @@ def prepare_records(spec: CollectionSpec, caps: Capabilities, records: Iterable[
         text = rec.text or ""
         if not isinstance(text, str):
             raise InputError(f"{who}: text must be a string or None")
-        if len(text.encode()) > caps.max_text_bytes:
+        if len(text) * 4 > caps.max_text_bytes and len(text.encode()) > caps.max_text_bytes:
             raise InputError(
                 f"{who}: text is {len(text.encode())} bytes; the limit for {caps.name} is {caps.max_text_bytes}. "
                 "Chunk the document into smaller records"
             )
-        meta = _check_payload(spec, caps, rec)
+        meta = _check_payload(caps, rec, types)
         pid = point_id(rec.id)
         out.pop(pid, None)
         out[pid] = PreparedRecord(pid, rec.id, dense, sparse, text, meta)

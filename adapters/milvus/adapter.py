@@ -90,6 +90,8 @@ class MilvusAdapter(Adapter):
 
     # ---- collections -----------------------------------------------------------------------
     def _read_spec(self, name: str) -> CollectionSpec | None:
+        if not self._client.has_collection(name, **CALL):  # quiet: describe logs an ERROR when absent
+            return None
         try:
             info = self._client.describe_collection(name, **CALL)
         except Exception as exc:  # noqa: BLE001 - only "not found" means absent
