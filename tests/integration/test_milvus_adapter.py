@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adapters import connect
-from adapters.base import Adapter
+from adapters._common import RetryPolicy
+from adapters.base import Adapter, CollectionSpec, DenseField, SparseField
+from adapters.milvus import MilvusAdapter
+from sdk.errors import TransientAdapterError
 
-from .conformance import AdapterConformance
+from .conformance import DIM, PAYLOAD, AdapterConformance, make_records
 
 
 class TestMilvusConformance(AdapterConformance):
@@ -20,3 +26,52 @@ class TestMilvusConformance(AdapterConformance):
     def adapter(self, milvus_url: str) -> Iterator[Adapter]:
         with connect(milvus_url) as adapter:
             yield adapter
+
+
+# ---- a real fault: the Milvus Lite engine process is killed in the middle of an upsert ----------
+def _lite_server(path: Path) -> Any:
+    from milvus_lite.server_manager import server_manager_instance
+
+    return server_manager_instance._servers[str(path.absolute().resolve())]
+
+
+@pytest.mark.milvus
+def test_engine_killed_mid_upsert_then_rerun_leaves_one_copy(tmp_path: Path, milvus_url: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL the embedded engine while batch 3 is in flight: the upsert fails cleanly (after the bounded
+    retries) with a TransientAdapterError, and re-running it on a restarted engine leaves each record once."""
+    if not milvus_url.startswith("milvus+lite:"):
+        pytest.skip("killing the engine needs the embedded Milvus Lite process (a server is not ours to kill)")
+    from milvus_lite.server_manager import server_manager_instance
+
+    path = tmp_path / "fault.db"
+    records = make_records(300, sparse=True)
+    spec = CollectionSpec("fault", dense=(DenseField("dense", DIM),), sparse=(SparseField("sparse"),),
+                          payload=PAYLOAD, encoder="enc-v1")
+    db = MilvusAdapter(uri=str(path))
+    db.retry_policy = RetryPolicy(attempts=3, budget_s=5.0, initial_wait_s=0.05, max_wait_s=0.2)
+    db.ensure_collection(spec)
+    real, calls = db._upsert_batch, {"n": 0}
+    engine = _lite_server(path)._p
+
+    def killing(s, name, batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            threading.Timer(0.002, engine.kill).start()  # dies while this batch's RPC is running
+        return real(s, name, batch)
+
+    monkeypatch.setattr(db, "_upsert_batch", killing)
+    with pytest.raises(TransientAdapterError) as info:
+        db.upsert("fault", records, batch_size=50)
+    assert info.value.__cause__ is not None  # translated from the driver error, which stays attached
+    engine.wait(5)
+    db.close()  # drops the client's channel to the dead engine
+    server_manager_instance.release_server(str(path))  # forget the dead process; the next client restarts it
+
+    with MilvusAdapter(uri=str(path)) as again:
+        assert again.describe("fault") == spec  # the spec survived in the engine's own storage
+        again.upsert("fault", records, batch_size=50)
+        assert again.count("fault") == len(records)
+        assert {r.id for r in again.get("fault", [r.id for r in records])} == {r.id for r in records}
+        again.upsert("fault", records, batch_size=50)
+        assert again.count("fault") == len(records)
