@@ -339,6 +339,20 @@ class AdapterConformance:
                                                  candidate_limits={"prefix": N_DOCS}))
         assert [h.id for h in got] == [h.id for h in full]  # with every candidate: the exact ranking
 
+    def test_matryoshka_in_a_hybrid_query(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities) -> None:
+        """The prefix stage also feeds the dense leg of a fused query (Qdrant nested prefetch, Milvus pk filter)."""
+        if not (caps.matryoshka and caps.sparse and FusionMethod.RRF in caps.fusions):
+            pytest.skip("needs Matryoshka, sparse vectors and RRF")
+        spec = self.spec(self.name(), dim=DIM, matryoshka=8)
+        records = make_records()
+        self.both(db, ref, spec, records)
+        target = records[7]
+        q = HybridQuery(dense=np.asarray(target.vectors["dense"]) + 0.01, sparse=target.sparse["sparse"], limit=5,
+                        filter=Range("year", gte=2000), candidate_limits={"prefix": 30, "dense": 10, "sparse": 10})
+        got, want = db.query(spec.name, q), ref.query(spec.name, q)
+        assert got[0].id == want[0].id == target.id
+        assert {h.id for h in got} <= {h.id for h in ref.query(spec.name, replace(q, limit=20))}
+
     # ---- sparse and hybrid ---------------------------------------------------------------------
     @pytest.mark.parametrize("idf", [False, True])
     def test_sparse_matches_reference(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities,
