@@ -75,3 +75,19 @@ def test_engine_killed_mid_upsert_then_rerun_leaves_one_copy(tmp_path: Path, mil
         assert {r.id for r in again.get("fault", [r.id for r in records])} == {r.id for r in records}
         again.upsert("fault", records, batch_size=50)
         assert again.count("fault") == len(records)
+
+
+@pytest.mark.milvus
+def test_adapter_over_a_client_the_caller_holds(tmp_path: Path) -> None:
+    """``MilvusAdapter(client=..., lite=True)`` uses the caller's client and leaves it open on close()."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(str(tmp_path / "held.db"))
+    spec = CollectionSpec("held", dense=(DenseField("dense", 4),))
+    with MilvusAdapter(client=client, lite=True) as db:
+        assert not db.capabilities.aliases
+        db.ensure_collection(spec)
+        db.upsert("held", make_records(3, dim=4, sparse=False))
+    assert client.query("held", filter="", output_fields=["count(*)"])[0]["count(*)"] == 3
+    assert spec.to_json() in client.describe_collection("held")["description"]
+    client.close()

@@ -138,3 +138,20 @@ def test_emitted_config_runs_on_the_real_engine(tmp_path: Path, quant: str | Non
     if quant in (None, "int8"):
         assert exact_order == 5
     shard.close()
+
+
+@pytest.mark.qdrant
+def test_adapter_over_a_client_the_caller_holds() -> None:
+    """``QdrantAdapter(client=...)`` uses the caller's client and leaves it open on close()."""
+    from qdrant_client import QdrantClient
+
+    from adapters.qdrant import QdrantAdapter
+
+    client = QdrantClient(location=":memory:")
+    spec = CollectionSpec("held", dense=(DenseField("dense", 4),))
+    with QdrantAdapter(client=client) as db:
+        db.ensure_collection(spec)
+        db.upsert("held", [Record("a", {"dense": np.ones(4)})])
+    assert client.count("held").count == 1  # still open, and the point is really there
+    assert client.get_collection("held").config.metadata["retrieval_forge_spec"] == spec.to_json()
+    client.close()
