@@ -91,3 +91,31 @@ def test_adapter_over_a_client_the_caller_holds(tmp_path: Path) -> None:
     assert client.query("held", filter="", output_fields=["count(*)"])[0]["count(*)"] == 3
     assert spec.to_json() in client.describe_collection("held")["description"]
     client.close()
+
+
+@pytest.mark.milvus
+def test_ivf_flat_index_and_hnsw_capability(milvus_url: str) -> None:
+    """IVF_FLAT with nprobe == nlist scans every list, so it equals the exact answer; HNSW is server-only."""
+    from adapters.base import IndexParams
+    from adapters.memory import MemoryAdapter
+    from sdk.errors import CapabilityError
+    from sdk.types import HybridQuery
+
+    ivf = CollectionSpec("ivf_check", dense=(DenseField("dense", DIM, index=IndexParams("ivf_flat", nlist=4, nprobe=4)),))
+    with connect(milvus_url) as db, MemoryAdapter() as ref:
+        db.drop("ivf_check")
+        db.ensure_collection(ivf)
+        ref.ensure_collection(ivf)
+        records = make_records(200, sparse=False)
+        db.upsert("ivf_check", records)
+        ref.upsert("ivf_check", records)
+        q = HybridQuery(dense=records[3].vectors["dense"], limit=10)
+        assert [h.id for h in db.query("ivf_check", q)] == [h.id for h in ref.query("ivf_check", q)]
+        db.drop("ivf_check")
+        hnsw = CollectionSpec("hnsw_check", dense=(DenseField("dense", DIM, index=IndexParams("hnsw")),))
+        if "hnsw" in db.capabilities.index_kinds:
+            db.ensure_collection(hnsw)
+            db.drop("hnsw_check")
+        else:
+            with pytest.raises(CapabilityError, match="hnsw"):
+                db.ensure_collection(hnsw)
