@@ -167,5 +167,137 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ---- pgvector and Weaviate ------------------------------------------------------------------------
+# Added by the pgvector/Weaviate adapter work: raw-client paths, URL factories, and (Weaviate has no
+# user-supplied sparse vectors) a dense + text + payload SDK path for Weaviate. Registered by one call,
+# ``register_pgvector_weaviate()``, below.
+def _engine_url(env: str, default: str) -> str:
+    import os
+
+    return os.environ.get(env, default)
+
+
+def raw_pgvector(url: str, name: str, data: dict[str, Any]) -> float:
+    """psycopg 3 + pgvector-python: ``executemany`` of INSERT ... ON CONFLICT per batch in a transaction,
+    into a table with the columns and indexes the SDK creates (HNSW cosine, GIN on the payload)."""
+    import psycopg
+    from pgvector import SparseVector as PgSparse
+    from pgvector import Vector
+    from pgvector.psycopg import register_vector
+    from psycopg.types.json import Jsonb
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+        conn.execute(f"CREATE TABLE {name} (id uuid PRIMARY KEY, doc_id text NOT NULL, text text, "
+                     f"metadata jsonb NOT NULL, dense vector({DIM}), sparse sparsevec(1000000000))")
+        conn.execute(f"CREATE INDEX ON {name} USING hnsw (dense vector_cosine_ops) WITH (m = 16, ef_construction = 100)")
+        conn.execute(f"CREATE INDEX ON {name} USING gin (metadata jsonb_path_ops)")
+        stmt = (f"INSERT INTO {name} (id, doc_id, text, metadata, dense, sparse) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET doc_id = EXCLUDED.doc_id, text = EXCLUDED.text, "
+                "metadata = EXCLUDED.metadata, dense = EXCLUDED.dense, sparse = EXCLUDED.sparse")
+        n = len(data["ids"])
+        t0 = time.perf_counter()
+        for a in range(0, n, BATCH):
+            b = min(a + BATCH, n)
+            rows = [(str(uuid.uuid5(uuid.NAMESPACE_URL, i)), i, t, Jsonb(m), Vector(d),
+                     PgSparse(dict(zip(s[0].tolist(), s[1].tolist(), strict=True)), 1_000_000_000))
+                    for i, t, m, d, s in zip(data["ids"][a:b], data["texts"][a:b], data["metas"][a:b],
+                                             data["dense"][a:b], data["sparse"][a:b], strict=True)]
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(stmt, rows)
+        elapsed = time.perf_counter() - t0
+        conn.execute(f"DROP TABLE {name}")
+    return elapsed
+
+
+def _weaviate_client(url: str) -> Any:
+    from urllib.parse import parse_qs, urlsplit
+
+    import weaviate
+
+    parts = urlsplit(url)
+    return weaviate.connect_to_custom(http_host=parts.hostname, http_port=parts.port or 8080, http_secure=False,
+                                      grpc_host=parts.hostname, grpc_port=int(parse_qs(parts.query)["grpc"][0]),
+                                      grpc_secure=False)
+
+
+def raw_weaviate(url: str, name: str, data: dict[str, Any]) -> float:
+    """weaviate-client v4: ``insert_many`` per batch (errors checked) of the dense vector, text and payload.
+    Weaviate stores no user-supplied sparse vectors, so neither path writes them."""
+    from weaviate.classes.config import Configure, DataType, Property, Tokenization, VectorDistances
+    from weaviate.classes.data import DataObject
+
+    client = _weaviate_client(url)
+    cls = name[0].upper() + name[1:]
+    if client.collections.exists(cls):
+        client.collections.delete(cls)
+    coll = client.collections.create(
+        cls,
+        vector_config=[Configure.Vectors.self_provided(
+            name="dense", vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE))],
+        # The same inverted indexes as the SDK's collection, so both sides index the same things.
+        properties=[Property(name="doc_id", data_type=DataType.TEXT, tokenization=Tokenization.FIELD,
+                             index_searchable=False),
+                    Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD, index_filterable=False),
+                    Property(name="payload", data_type=DataType.TEXT, index_filterable=False, index_searchable=False),
+                    Property(name="source", data_type=DataType.TEXT, tokenization=Tokenization.FIELD,
+                             index_searchable=False),
+                    Property(name="chunk", data_type=DataType.INT)],
+    )
+    n = len(data["ids"])
+    t0 = time.perf_counter()
+    for a in range(0, n, BATCH):
+        b = min(a + BATCH, n)
+        objs = [DataObject(uuid=uuid.uuid5(uuid.NAMESPACE_URL, i),
+                           properties={"doc_id": i, "text": t, "payload": json.dumps(m), "source": m["source"],
+                                       "chunk": m["chunk"]},
+                           vector={"dense": d})
+                for i, t, m, d in zip(data["ids"][a:b], data["texts"][a:b], data["metas"][a:b], data["dense"][a:b],
+                                      strict=True)]
+        result = coll.data.insert_many(objs)
+        if result.errors:
+            raise RuntimeError(f"raw insert_many refused objects: {list(result.errors.values())[:2]}")
+    elapsed = time.perf_counter() - t0
+    client.collections.delete(cls)
+    client.close()
+    return elapsed
+
+
+def sdk_weaviate(url: str, name: str, data: dict[str, Any]) -> float:
+    """The SDK path for Weaviate: ``spec_for`` without its sparse field (Weaviate refuses one)."""
+    full = spec_for(name)
+    spec = CollectionSpec(name, dense=full.dense, payload=full.payload, encoder=full.encoder)
+    with connect(url) as db:
+        db.ensure_collection(spec)
+        recs = [Record(r.id, r.vectors, {}, r.text, r.metadata) for r in records(data)]
+        t0 = time.perf_counter()
+        db.upsert(name, recs, batch_size=BATCH)
+        elapsed = time.perf_counter() - t0
+        assert db.count(name) == len(recs)  # noqa: S101 - benchmark sanity check
+        db.drop(name)
+    return elapsed
+
+
+def register_pgvector_weaviate() -> None:
+    """Add pgvector and Weaviate (servers from ``scripts/engines.sh``; URLs from the same environment
+    variables as the integration tests) to the engines ``main`` runs."""
+    global sdk_upsert
+    RAW["pgvector"] = raw_pgvector
+    URLS["pgvector"] = lambda d: _engine_url("SDK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/sdk")
+    RAW["weaviate"] = raw_weaviate
+    URLS["weaviate"] = lambda d: _engine_url("SDK_TEST_WEAVIATE_URL", "weaviate://127.0.0.1:8080?grpc=50051")
+    generic = sdk_upsert
+
+    def sdk_upsert_any(url: str, name: str, data: dict[str, Any]) -> float:
+        return sdk_weaviate(url, name, data) if url.startswith("weaviate") else generic(url, name, data)
+
+    sdk_upsert = sdk_upsert_any
+
+
+register_pgvector_weaviate()
+
+
 if __name__ == "__main__":
     sys.exit(main())

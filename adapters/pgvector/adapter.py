@@ -276,6 +276,17 @@ class PgvectorAdapter(Adapter):
             hits.append(Hit(row[1], score, row[2] or None, dict(row[3] or {}), stages))
         return hits
 
+    def reindex(self, collection: str) -> None:
+        """Rebuild the collection's indexes from the stored rows.
+
+        IVFFlat picks its list centroids when the index is built, and ``ensure_collection`` builds
+        it on an empty table; after the first bulk load, call this so the lists fit the data
+        (HNSW indexes need no rebuild).
+        """
+        spec = self.describe(collection)
+        stmt = sql.SQL("REINDEX TABLE {}").format(sql.Identifier(spec.name))
+        self._call(f"reindexing {collection!r}", lambda: self._tx(lambda conn: conn.execute(stmt)))
+
     # ---- aliases ---------------------------------------------------------------------------------
     def _alias_view(self, conn: Any, alias: str, collection: str) -> None:
         conn.execute(sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(sql.Identifier(alias),

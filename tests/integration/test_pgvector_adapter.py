@@ -156,6 +156,25 @@ def test_index_ddl_uses_expected_opclass(pg: PgvectorAdapter, postgres_url: str,
     assert _opclasses(postgres_url, name) == {opclass}
 
 
+def test_ivfflat_after_reindex_matches_reference(pg: PgvectorAdapter, cleanup: list[str]) -> None:
+    """IVFFlat lists are fitted at build time: after a bulk load, ``reindex`` refits them to the data."""
+    from adapters.memory import MemoryAdapter
+
+    name = _name()
+    cleanup.append(name)
+    spec = CollectionSpec(name, dense=(DenseField("dense", 32, "euclidean",
+                                                  index=IndexParams(kind="ivf_flat", nlist=4, nprobe=4)),))
+    records = make_records(200, sparse=False)
+    pg.ensure_collection(spec)
+    pg.upsert(name, records)
+    pg.reindex(name)
+    ref = MemoryAdapter()
+    ref.ensure_collection(spec)
+    ref.upsert(name, records)
+    q = HybridQuery(dense=np.linspace(-1, 1, 32), limit=10)
+    assert [h.id for h in pg.query(name, q)] == [h.id for h in ref.query(name, q)]
+
+
 def test_explicit_index_beyond_pgvector_limit_is_a_capability_error(pg: PgvectorAdapter) -> None:
     name = _name()
     with pytest.raises(CapabilityError, match="2000"):
