@@ -13,7 +13,7 @@ from psycopg import errors as pg_errors
 from adapters._common import translate_error
 from sdk.errors import AdapterError, CollectionNotFoundError, SDKError, TransientAdapterError
 
-__all__ = ["translate"]
+__all__ = ["is_connection_lost", "translate"]
 
 _TRANSIENT_SQLSTATE_PREFIXES = (
     "08",  # connection exception

@@ -15,10 +15,14 @@ from collections.abc import Iterator
 import numpy as np
 import psycopg
 import pytest
+from pgvector.psycopg import register_vector
+from psycopg import sql
 
 from adapters import connect
+from adapters._validate import prepare_query
 from adapters.base import CollectionSpec, DenseField, IndexParams, PayloadField, SparseField
 from adapters.pgvector import PgvectorAdapter
+from adapters.pgvector._query import build_search
 from sdk.errors import AdapterError, CapabilityError, InputError
 from sdk.types import Eq, HybridQuery, In, Record
 from tests.integration.conformance import AdapterConformance, make_records
@@ -192,6 +196,33 @@ def test_dense_search_uses_the_hnsw_index(pg: PgvectorAdapter, postgres_url: str
             f'EXPLAIN SELECT id FROM "{name}" ORDER BY dense <#> \'[1,2,3,4,5,6,7,8]\'::vector(8) LIMIT 5'
         ).fetchall()
     assert "Index Scan" in " ".join(r[0] for r in plan)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [DenseField("dense", 32, "cosine", index=IndexParams(quantization="binary")),
+     DenseField("dense", 32, "dot", matryoshka_dim=8),
+     DenseField("dense", 32, "manhattan", "float16", index=IndexParams(quantization="binary"))],
+    ids=["binary-quantize", "subvector", "halfvec-binary-quantize"],
+)
+def test_first_pass_uses_the_expression_index(pg: PgvectorAdapter, postgres_url: str, cleanup: list[str],
+                                              field: DenseField) -> None:
+    """The first pass must repeat the indexed expression verbatim, or PostgreSQL scans without it."""
+    name = _name()
+    cleanup.append(name)
+    spec = CollectionSpec(name, dense=(field,))
+    pg.ensure_collection(spec)
+    pg.upsert(name, make_records(100, sparse=False, precision=field.precision))
+    plan = prepare_query(spec, pg.capabilities, HybridQuery(dense=np.linspace(-1, 1, 32), limit=5))
+    query, params, _ = build_search(spec, plan)
+    (index,) = [d.split()[2] for d in _indexes(postgres_url, name) if "hnsw" in d]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("SET enable_seqscan = off")
+        lines = conn.execute(sql.SQL("EXPLAIN {}").format(query), params).fetchall()
+    assert index in " ".join(r[0] for r in lines)
+    hits = pg.query(name, HybridQuery(dense=np.linspace(-1, 1, 32), limit=5))
+    assert len(hits) == 5
 
 
 def test_collection_records_what_wrote_it(pg: PgvectorAdapter, postgres_url: str, cleanup: list[str]) -> None:
