@@ -314,3 +314,17 @@ def test_lost_borrowed_connection_fails_cleanly(postgres_url: str, cleanup: list
     with pytest.raises(AdapterError, match="reconnect"):
         adapter.count(name)
     conn.close()
+
+
+def test_borrowed_connection_without_autocommit_is_left_idle(postgres_url: str, cleanup: list[str]) -> None:
+    """Each call commits its own transaction, so other sessions see the rows and no lock is held."""
+    name = _name()
+    cleanup.append(name)
+    with psycopg.connect(postgres_url) as conn:  # autocommit off, psycopg's default
+        adapter = PgvectorAdapter(connection=conn)
+        adapter.ensure_collection(CollectionSpec(name, dense=(DenseField("dense", 4),)))
+        adapter.upsert(name, [Record("a", {"dense": np.ones(4)})])
+        assert adapter.count(name) == 1
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with psycopg.connect(postgres_url) as other:
+            assert other.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] == 1
