@@ -270,6 +270,12 @@ class WeaviateAdapter(Adapter):
         return [_hit(o, o.metadata.distance, kind, "dense") for o in res.objects]
 
     def _hybrid(self, coll: Any, plan: QueryPlan, where: Any, props: list[str]) -> list[Hit]:
+        """Weaviate's own ``hybrid``: BM25 on ``text`` fused with the dense leg (alpha from the weights).
+
+        A Matryoshka field's dense leg searches the full vector here: Weaviate cannot feed a prefix
+        stage into one leg of ``hybrid``, and restricting both legs to the prefix candidates would
+        change the BM25 leg. The full vector is the exact answer the prefix stage approximates.
+        """
         leg = plan.dense
         fusion = plan.fusion
         if fusion.method is FusionMethod.RRF and fusion.k != _WEAVIATE_RRF_K:
