@@ -136,8 +136,7 @@ def quantize_embeddings(
         lo, hi = _resolve_ranges(emb.shape[1], ranges, calibration_embeddings)
         steps = (hi - lo) / 255.0
         steps = np.where(steps > 0, steps, 1.0).astype(np.float32)
-        buckets = np.clip((emb - lo) / steps, 0.0, 255.0)
-        # int8 shifts before the cast, which truncates toward zero (as sentence-transformers does)
+        buckets = np.clip(np.floor((emb - lo) / steps), 0.0, 255.0)
         out = (buckets - 128.0).astype(np.int8) if precision == "int8" else buckets.astype(np.uint8)
     else:
         packed = np.packbits(emb > 0, axis=-1)
@@ -159,12 +158,7 @@ def dequantize_embeddings(
     width = q.shape[-1]
     lo, hi = _resolve_ranges(width, ranges, None)
     steps = (hi - lo) / 255.0
-    codes = q.astype(np.float32)
-    if precision == "uint8":
-        centre = codes + 0.5  # the cast floored: the value lies in [code, code + 1)
-    else:
-        # the cast truncated ``bucket - 128`` toward zero: (c-1, c] below zero, [c, c+1) above, (-1, 1) at zero
-        centre = np.where(codes > 0, codes + 0.5, np.where(codes < 0, codes - 0.5, 0.0)) + 128.0
+    centre = q.astype(np.float32) + (128.5 if precision == "int8" else 0.5)  # bucket midpoints
     return (lo + centre * steps).astype(np.float32)
 
 
@@ -212,9 +206,10 @@ def search_quantized(
         d_codes = corpus if precision == "ubinary" else (corpus.astype(np.int16) + 128).astype(np.uint8)
         first = _hamming_scores(q_codes, d_codes)
     elif precision in ("int8", "uint8"):
-        q_codes = quantize_embeddings(queries, precision, ranges=ranges).astype(np.int32)
-        first = q_codes @ corpus.astype(np.int32).T
-        first = first.astype(np.float64)
+        # centre uint8 codes like int8 ones so the integer dot product tracks the float one
+        shift = 128 if precision == "uint8" else 0
+        q_codes = quantize_embeddings(queries, precision, ranges=ranges).astype(np.int32) - shift
+        first = (q_codes @ (corpus.astype(np.int32) - shift).T).astype(np.float64)
     else:
         first = queries @ corpus.astype(np.float32).T
     candidates = np.argpartition(-first, n_candidates - 1, axis=1)[:, :n_candidates]
