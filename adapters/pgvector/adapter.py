@@ -62,7 +62,9 @@ class PgvectorAdapter(Adapter):
     With ``conninfo`` the adapter owns its connection and reopens it after a connection failure,
     so retries survive a server restart or a killed backend. With ``connection`` (a psycopg 3
     connection you already hold) a lost connection fails cleanly instead, because reopening it
-    is its owner's decision.
+    is its owner's decision; either autocommit mode works, each call commits its own transaction.
+    ``ef_search`` overrides the HNSW search breadth (default: the field's ``IndexParams.ef_search``,
+    at least the number of candidates asked for, at most pgvector's 1000).
     """
 
     def __init__(self, conninfo: str | None = None, *, connection: Any = None,
