@@ -1,0 +1,58 @@
+"""The CLI in process, the README's commands, and every example's main()."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdk.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_readme_has_the_two_commands_and_ci_calls_the_test_command() -> None:
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
+    assert blocks[:2] == ["scripts/setup.sh && HF_HUB_OFFLINE=1 .venv/bin/sdk encode", "scripts/test.sh"]
+    assert "scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+
+
+def test_sdk_encode_bundled_sample(minilm_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["encode", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["texts"] == 8 and report["shape"] == [8, 384] and report["dtype"] == "float32"
+
+
+def test_sdk_encode_file_to_npy(tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("first text\n\nsecond text\nthird\n")
+    out = tmp_path / "out.npy"
+    code = main(["encode", str(src), "--model", str(tiny_bert_dir), "--precision", "int8",
+                 "--truncate-dim", "16", "--output", str(out)])
+    assert code == 0
+    saved = np.load(out)
+    assert saved.shape == (3, 16) and saved.dtype == np.int8
+    assert "encoded 3 texts" in capsys.readouterr().out
+
+
+def test_sdk_encode_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["encode", str(tmp_path / "missing.txt")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.txt" in err and "Traceback" not in err
+    assert main(["encode", "--model", str(tmp_path / "no" / "model")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_examples_run(path: Path, minilm_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main()
+    if path.name == "encode_and_search.py":
+        assert "Debian" in result[0]
