@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import re
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -77,8 +78,10 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 _TRANSIENT_WORDS = (
     "connection refused", "connection reset", "connection aborted", "broken pipe", "timed out",
     "timeout", "deadline exceeded", "unavailable", "temporarily", "try again", "too many requests",
-    "server closed the connection", "503", "502", "504", "500 internal",
+    "server closed the connection",
 )
+# A 5xx only when it reads as a status ("HTTP 503", "status_code=502"), not any number in a message.
+_STATUS_5XX = re.compile(r"(?:status|http|code)\D{0,12}5\d\d\b", re.IGNORECASE)
 _TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
                      errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH}
 
@@ -105,7 +108,7 @@ def is_transient(exc: BaseException) -> bool:
         if name in {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}:
             return True
     text = str(exc).lower()
-    return any(word in text for word in _TRANSIENT_WORDS)
+    return any(word in text for word in _TRANSIENT_WORDS) or bool(_STATUS_5XX.search(text))
 
 
 def translate_error(exc: BaseException, what: str) -> SDKError:

@@ -148,6 +148,8 @@ class _Rpc(Exception):
     (ConnectionRefusedError(), True), (ConnectionResetError(), True), (TimeoutError(), True),
     (OSError(errno.ECONNRESET, "reset"), True), (_Status(503), True), (_Status(429), True),
     (_Rpc("UNAVAILABLE"), True), (Exception("Service Unavailable"), True),
+    (Exception("HTTP 502 Bad Gateway"), True), (Exception("Unexpected Response: 503 (status code 503)"), True),
+    (ValueError("dim 503 does not match 384"), False),
     (_Status(400), False), (_Rpc("INVALID_ARGUMENT"), False), (ValueError("dim mismatch"), False),
     (InputError("bad"), False), (TransientAdapterError("x"), True),
 ])
