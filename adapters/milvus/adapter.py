@@ -9,7 +9,9 @@ adapter's bounded policy retries only what is transient.
 
 from __future__ import annotations
 
+import contextvars
 import json
+import logging
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +43,22 @@ SPEC_PREFIX = "retrieval-forge spec v1: "
 SPARSE_SEARCH = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}
 
 
+_PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("rf_milvus_probing", default=False)
+
+
+class _QuietNotFound(logging.Filter):
+    """Drop pymilvus' ERROR log for 'collection not found' while the adapter probes for existence."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _PROBING.get():
+            return True
+        text = record.getMessage().lower()
+        return "collection not found" not in text and "can't find collection" not in text
+
+
+_QUIET = _QuietNotFound()
+
+
 class MilvusAdapter(Adapter):
     """Milvus through ``pymilvus.MilvusClient``: a server (``uri='http://H:P'``) or a Lite file (``'x.db'``).
 
@@ -62,6 +80,9 @@ class MilvusAdapter(Adapter):
             self._owns = False
         self._client: MilvusClient = client
         self._lite = bool(lite)
+        pylog = logging.getLogger("pymilvus.decorators")
+        if _QUIET not in pylog.filters:
+            pylog.addFilter(_QUIET)
         self._caps = capabilities(self._lite)
 
     @classmethod
@@ -90,14 +111,17 @@ class MilvusAdapter(Adapter):
 
     # ---- collections -----------------------------------------------------------------------
     def _read_spec(self, name: str) -> CollectionSpec | None:
-        if not self._client.has_collection(name, **CALL):  # quiet: describe logs an ERROR when absent
-            return None
+        # One RPC per query/upsert (has_collection first would double the guard's cost); pymilvus logs
+        # an ERROR for a missing collection, which _QuietNotFound drops while this probe runs.
+        token = _PROBING.set(True)
         try:
             info = self._client.describe_collection(name, **CALL)
         except Exception as exc:  # noqa: BLE001 - only "not found" means absent
             if isinstance(translate(exc, ""), CollectionNotFoundError):
                 return None
             raise
+        finally:
+            _PROBING.reset(token)
         desc = info.get("description") or ""
         if not desc.startswith(SPEC_PREFIX):
             raise SchemaMismatchError(
