@@ -236,7 +236,8 @@ def raw_weaviate(url: str, name: str, data: dict[str, Any]) -> float:
     coll = client.collections.create(
         cls,
         vector_config=[Configure.Vectors.self_provided(
-            name="dense", vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE))],
+            name="dense", vector_index_config=Configure.VectorIndex.hnsw(
+                distance_metric=VectorDistances.COSINE, max_connections=16, ef_construction=100))],  # = the SDK's
         # The same inverted indexes as the SDK's collection, so both sides index the same things.
         properties=[Property(name="doc_id", data_type=DataType.TEXT, tokenization=Tokenization.FIELD,
                              index_searchable=False),
