@@ -44,10 +44,10 @@ def _save(vectors: list[SparseVector], path: Path) -> None:
 
 
 def _load(path: Path) -> list[SparseVector]:
-    data = np.load(path)
-    bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
-    return [SparseVector(tuple(data["indices"][a:b].tolist()), tuple(data["values"][a:b].tolist()))
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    with np.load(path) as data:  # each key access re-reads the file: take the arrays once
+        lengths, indices, values = data["lengths"], data["indices"].tolist(), data["values"].tolist()
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    return [SparseVector(tuple(indices[a:b]), tuple(values[a:b])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 @pytest.fixture(scope="module")
