@@ -168,6 +168,22 @@ def test_save_load_round_trip_keeps_activation(ce1_dir: Path, tmp_path: Path) ->
     np.testing.assert_allclose(loaded.predict(PAIRS), model.predict(PAIRS), atol=0)
 
 
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("torch.nn.modules.activation.Tanh", torch.nn.Tanh), ("my_package.evil.Activation", torch.nn.Sigmoid)],
+)
+def test_v4_v5_folder_activation(ce1_dir: Path, tmp_path: Path, path: str, expected: type) -> None:
+    """sentence-transformers 4-5 saved plain transformers folders with the activation in config.json;
+    a path outside torch.nn is never imported (the default is used instead)."""
+    import shutil
+
+    folder = Path(shutil.copytree(ce1_dir, tmp_path / "ce"))
+    config = json.loads((folder / "config.json").read_text())
+    config["sentence_transformers"] = {"activation_fn": path}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert isinstance(CrossEncoder(folder, device="cpu").activation_fn, expected)
+
+
 def test_activation_is_not_a_stack_module(ce1: CrossEncoder) -> None:
     assert len(list(ce1.children())) == 1
 

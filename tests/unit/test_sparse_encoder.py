@@ -250,6 +250,22 @@ def test_save_load_round_trip(splade: SparseEncoder, tmp_path: Path) -> None:
     assert loaded.similarity_fn_name.value == "dot"
 
 
+def test_sentence_transformers_v5_folder_layout_loads(splade: SparseEncoder, tmp_path: Path) -> None:
+    """Most SPLADE models on the hub were saved by sentence-transformers 5.x: older names and keys."""
+    splade.save(tmp_path)
+    manifest = json.loads((tmp_path / "modules.json").read_text())
+    manifest[0]["type"] = "sentence_transformers.sparse_encoder.models.MLMTransformer"
+    manifest[1]["type"] = "sentence_transformers.sparse_encoder.models.SpladePooling"
+    (tmp_path / "modules.json").write_text(json.dumps(manifest))
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    pooling = tmp_path / manifest[1]["path"] / "config.json"
+    pooling.write_text(json.dumps({"pooling_strategy": "max", "word_embedding_dimension": None}))
+    loaded = SparseEncoder(tmp_path, device="cpu")
+    assert [type(m) for m in loaded] == [MLMTransformer, SpladePooling] and loaded.max_seq_length == 64
+    assert loaded.get_embedding_dimension() == splade.get_embedding_dimension()
+    assert loaded.encode(TEXTS) == splade.encode(TEXTS)
+
+
 def test_inference_free_round_trip_never_runs_the_mlm(mlm_dir: Path, tmp_path: Path) -> None:
     mlm = MLMTransformer.load(mlm_dir)
     generator = torch.Generator().manual_seed(0)
