@@ -66,9 +66,13 @@ def test_predict_matches(tiny_ce_dir: Path, pairs: list[tuple[str, str]]) -> Non
 
 def test_rank_order_matches(tiny_ce_dir: Path, pairs: list[tuple[str, str]]) -> None:
     ours, theirs = CrossEncoder(tiny_ce_dir, device="cpu"), _st(tiny_ce_dir)
-    if ours.num_labels != 1:
-        pytest.skip("rank() is defined for 1-label models only (both libraries refuse others)")
     query = pairs[0][0]
+    if ours.num_labels != 1:  # rank() is defined for 1-label models only: both libraries refuse
+        with pytest.raises(ValueError, match="1-label"):
+            ours.rank(query, ["a", "b"])
+        with pytest.raises(ValueError, match="num_labels=1"):
+            theirs.rank(query, ["a", "b"])
+        return
     docs = [d for _, d in pairs]
     a = ours.rank(query, docs, return_documents=True)
     b = theirs.rank(query, docs, return_documents=True)
