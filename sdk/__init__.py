@@ -25,10 +25,14 @@ _LAZY: dict[str, str] = {
 
 __all__ = sorted([*_LAZY, "__version__"])
 
-if TYPE_CHECKING:  # pragma: no cover
-    from sdk.encoders.dense import DenseEncoder
-    from sdk.metrics import Similarity
-    from sdk.types import Document, Fusion, Hit, HybridQuery, SparseVector
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only; runtime access goes through __getattr__
+    from sdk.encoders.dense import DenseEncoder as DenseEncoder
+    from sdk.metrics import Similarity as Similarity
+    from sdk.types import Document as Document
+    from sdk.types import Fusion as Fusion
+    from sdk.types import Hit as Hit
+    from sdk.types import HybridQuery as HybridQuery
+    from sdk.types import SparseVector as SparseVector
 
 
 def __getattr__(name: str) -> Any:

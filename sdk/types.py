@@ -10,7 +10,7 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -76,8 +76,8 @@ class SparseVector:
 
     def dot(self, other: SparseVector) -> float:
         """Inner product over shared indices."""
-        mine = dict(zip(self.indices, self.values))
-        return float(sum(mine[i] * v for i, v in zip(other.indices, other.values) if i in mine))
+        mine = dict(zip(self.indices, self.values, strict=True))
+        return float(sum(mine[i] * v for i, v in zip(other.indices, other.values, strict=True) if i in mine))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -163,7 +163,7 @@ class Hit:
 
 # ---- filters ---------------------------------------------------------------------------
 
-Scalar = Union[str, int, float, bool]
+Scalar = str | int | float | bool
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ class Not:
     filter: Filter
 
 
-Filter = Union[Eq, In, Range, And, Or, Not]
+Filter = Eq | In | Range | And | Or | Not
 
 
 # ---- hybrid queries --------------------------------------------------------------------

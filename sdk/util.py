@@ -146,9 +146,9 @@ def semantic_search(
             scores = score_function(queries[q0 : q0 + query_chunk_size], corpus[c0 : c0 + corpus_chunk_size])
             k = min(top_k, scores.shape[1])
             values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=False)
-            for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist())):
+            for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
                 heap = best[q0 + row]
-                for score, cid in zip(vals, idxs):
+                for score, cid in zip(vals, idxs, strict=True):
                     item = (score, c0 + cid)
                     if len(heap) < top_k:
                         heapq.heappush(heap, item)
@@ -197,9 +197,9 @@ def paraphrase_mining_embeddings(
             scores = score_function(emb[q0 : q0 + query_chunk_size], emb[c0 : c0 + corpus_chunk_size])
             k = min(top_k, scores.shape[1])
             values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=False)
-            for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist())):
+            for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
                 i = q0 + row
-                for score, cid in zip(vals, idxs):
+                for score, cid in zip(vals, idxs, strict=True):
                     j = c0 + cid
                     if i != j:
                         pairs.append((score, min(i, j), max(i, j)))

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             sims = encoder.similarity(emb[:1], emb[1:]).numpy()[0]
             best = int(sims.argmax()) + 1
             print(f"  nearest to {texts[0][:50]!r}: {texts[best][:50]!r} (score {sims.max():.3f})")
-    for text, row in list(zip(texts, emb))[:3]:
+    for text, row in list(zip(texts, emb, strict=True))[:3]:
         print(f"  {text[:40]!r:44} -> [{', '.join(f'{v:.3f}' if args.precision == 'float32' else str(v) for v in row[:4])}, ...]")
     if args.output:
         print(f"  saved to {args.output}")

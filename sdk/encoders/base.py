@@ -143,7 +143,7 @@ class ModuleEncoder(nn.Sequential):
                     features.update(extra_features)
                 for module in self:
                     features = module(features)
-                for i, row in zip(idx, collect(features)):
+                for i, row in zip(idx, collect(features), strict=True):
                     results[i] = row
         return results  # type: ignore[return-value]
 

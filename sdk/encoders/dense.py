@@ -287,7 +287,7 @@ def _token_rows(features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """Per-text token embeddings without the padding positions."""
     tokens, mask = features["token_embeddings"], features["attention_mask"]
     rows = []
-    for emb, att in zip(tokens, mask):
+    for emb, att in zip(tokens, mask, strict=True):
         nz = torch.nonzero(att, as_tuple=False)
         last = int(nz[-1]) if len(nz) else 0
         rows.append(emb[: last + 1].float().cpu())

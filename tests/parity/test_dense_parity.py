@@ -53,7 +53,7 @@ def test_token_embeddings_match(minilm: DenseEncoder, st_model, texts) -> None:
     ref = st_model.encode(subset, output_value="token_embeddings")
     got = minilm.encode(subset, output_value="token_embeddings")
     assert [tuple(r.shape) for r in ref] == [tuple(g.shape) for g in got]
-    assert max(float(np.abs(r.cpu().numpy() - g.numpy()).max()) for r, g in zip(ref, got)) <= ATOL
+    assert max(float(np.abs(r.cpu().numpy() - g.numpy()).max()) for r, g in zip(ref, got, strict=True)) <= ATOL
 
 
 def test_prompts_match(minilm: DenseEncoder, st_model, texts) -> None:

@@ -31,7 +31,7 @@ def encoded(minilm_path: Path, pyfaq):
 
 
 def _run(results, qids, doc_ids):
-    return {q: [doc_ids[h["corpus_id"]] for h in hits] for q, hits in zip(qids, results)}
+    return {q: [doc_ids[h["corpus_id"]] for h in hits] for q, hits in zip(qids, results, strict=True)}
 
 
 def test_int8_with_rescoring_keeps_99_percent_of_float_recall(encoded, pyfaq) -> None:
