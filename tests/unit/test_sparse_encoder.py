@@ -294,6 +294,23 @@ def test_inference_free_round_trip_never_runs_the_mlm(mlm_dir: Path, tmp_path: P
         loaded.encode(TEXTS, task="summary")
 
 
+def test_static_weights_from_an_idf_json_folder(mlm_dir: Path, tmp_path: Path) -> None:
+    mlm = MLMTransformer.load(mlm_dir)
+    folder = tmp_path / "static"
+    SparseStaticEmbedding(mlm.tokenizer).save(folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "idf.json").write_text(json.dumps({"python": 2.5, "package": 1.5}))
+    (folder / "config.json").write_text(json.dumps({"frozen": True, "path": "idf.json"}))
+    static = SparseStaticEmbedding.load(folder)
+    assert static.frozen and not static.weight.requires_grad
+    model = SparseEncoder(modules=[static], device="cpu")
+    vocab = mlm.tokenizer.get_vocab()
+    assert model.encode("python package install") == SparseVector((vocab["package"], vocab["python"]), (1.5, 2.5))
+    (folder / "config.json").write_text(json.dumps({"path": "../../etc/idf.json"}))
+    with pytest.raises(ModelLoadError, match="inside the folder"):
+        SparseStaticEmbedding.load(folder)
+
+
 def test_lazy_export() -> None:
     import sdk
 

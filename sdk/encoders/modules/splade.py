@@ -181,12 +181,30 @@ class SparseStaticEmbedding(EncoderModule):
             tokenizer = AutoTokenizer.from_pretrained(folder, **(kwargs.get("tokenizer_kwargs") or {}))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the tokenizer of the static embedding in {folder}: {exc}") from exc
+        frozen = bool(config.get("frozen", False))
         if str(config.get("path", "")).endswith(".json"):
-            raise ModelLoadError(
-                f"{folder} points at an IDF JSON file ({config['path']}); save the module with weights "
-                "(model.safetensors) first, e.g. with sentence-transformers' SparseStaticEmbedding.save"
-            )
+            idf = (folder / config["path"]).resolve()
+            if folder.resolve() not in idf.parents or not idf.is_file():
+                raise ModelLoadError(f"{folder}: the IDF file {config['path']!r} is not a file inside the folder")
+            return cls.from_json(idf, tokenizer, frozen=frozen)
         state = load_state_dict(folder, allow_pickle=allow_pickle)
         if "weight" not in state:
             raise ModelLoadError(f"{folder}: model.safetensors has no 'weight' tensor for SparseStaticEmbedding")
-        return cls(tokenizer, weight=state["weight"], frozen=bool(config.get("frozen", False)))
+        return cls(tokenizer, weight=state["weight"], frozen=frozen)
+
+    @classmethod
+    def from_json(
+        cls, path: str | Path, tokenizer: PreTrainedTokenizerBase, frozen: bool = False
+    ) -> SparseStaticEmbedding:
+        """Weights from a ``{token: weight}`` JSON file (e.g. IDF values); unlisted tokens weigh 0."""
+        try:
+            table = json.loads(Path(path).read_text(encoding="utf8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"cannot read token weights from {path}: {exc}") from exc
+        if not isinstance(table, dict):
+            raise ModelLoadError(f"{path} must hold a JSON object mapping tokens to weights")
+        weight = torch.zeros(len(tokenizer.get_vocab()))
+        # unknown tokens map to the [UNK] id, as in sentence-transformers, so both load the same vector
+        for token_id, value in zip(tokenizer.convert_tokens_to_ids(list(table)), table.values(), strict=True):
+            weight[token_id] = float(value)
+        return cls(tokenizer, weight=weight, frozen=frozen)
