@@ -26,7 +26,9 @@ _LAZY: dict[str, str] = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only; runtime access goes through __getattr__
+    from sdk.encoders.cross_encoder import CrossEncoder as CrossEncoder
     from sdk.encoders.dense import DenseEncoder as DenseEncoder
+    from sdk.encoders.sparse import SparseEncoder as SparseEncoder
     from sdk.metrics import Similarity as Similarity
     from sdk.types import Document as Document
     from sdk.types import Fusion as Fusion
