@@ -241,6 +241,11 @@ def prepare_query(spec: CollectionSpec, caps: Capabilities, q: HybridQuery) -> Q
         dense = DenseLeg(f, vec, prefix, cand, max(q.candidates("prefix"), cand))
         legs.append("dense")
     if q.sparse is not None:
+        if not caps.sparse:
+            raise CapabilityError(
+                f"{caps.name} does not store user-supplied sparse vectors; drop HybridQuery.sparse"
+                + (" and use HybridQuery.text for its BM25 leg" if caps.text_leg else "")
+            )
         sf = spec.sparse_field(q.sparse_field)
         sparse = SparseLeg(sf, _check_sparse(sf, q.sparse, "query"), max(q.candidates("sparse"), q.limit))
         legs.append("sparse")

@@ -40,7 +40,7 @@ from sdk.errors import (
     TransientAdapterError,
 )
 from sdk.metrics import DistanceKind, distance_to_score
-from sdk.types import Filter, FusionMethod, Hit, HybridQuery
+from sdk.types import Filter, FusionMethod, Hit
 
 try:
     import weaviate
@@ -233,14 +233,6 @@ class WeaviateAdapter(Adapter):
         return int(self._coll(spec).aggregate.over_all(total_count=True, filters=where).total_count or 0)
 
     # ---- search ----------------------------------------------------------------------------------
-    def query(self, collection: str, query: HybridQuery, *, expect: CollectionSpec | None = None) -> list[Hit]:
-        """As ``Adapter.query``; a sparse leg raises ``CapabilityError`` (Weaviate's keyword leg is BM25)."""
-        if isinstance(query, HybridQuery) and query.sparse is not None:
-            raise CapabilityError(
-                "Weaviate does not store user-supplied sparse vectors; use HybridQuery.text for its BM25 leg"
-            )
-        return super().query(collection, query, expect=expect)
-
     def _search(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
         coll = self._coll(spec)
         where = WeaviateFilter(spec).translate(plan.filter) if plan.filter is not None else None
