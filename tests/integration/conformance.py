@@ -342,7 +342,13 @@ class AdapterConformance:
     def test_matryoshka_in_a_hybrid_query(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities) -> None:
         """The prefix stage also feeds the dense leg of a fused query (Qdrant nested prefetch, Milvus pk filter)."""
         if not (caps.matryoshka and caps.sparse and FusionMethod.RRF in caps.fusions):
-            pytest.skip("needs Matryoshka, sparse vectors and RRF")
+            # whichever piece is missing, the store must say so instead of answering something else
+            q = HybridQuery(dense=np.ones(DIM, dtype=np.float32), sparse=SparseVector((1,), (1.0,)), limit=5)
+            with pytest.raises(CapabilityError):
+                spec = self.spec(self.name(), dim=DIM, matryoshka=8, sparse=caps.sparse)
+                db.ensure_collection(spec)
+                db.query(spec.name, q)
+            return
         spec = self.spec(self.name(), dim=DIM, matryoshka=8)
         records = make_records()
         self.both(db, ref, spec, records)
