@@ -217,3 +217,16 @@ def test_calibration_passed_in(tiny_bert: DenseEncoder) -> None:
     b = tiny_bert.encode(TEXTS, precision="uint8", calibration=cal.ranges)
     np.testing.assert_array_equal(a, b)
     assert a.dtype == np.uint8
+
+
+def test_hub_ids_are_resolved_through_the_hub(tmp_path: Path) -> None:
+    # offline here: the hub lookup fails, and the error says what was tried and what to do
+    with pytest.raises(ModelLoadError, match=r"sentence-transformers/not-a-real-model.*local model folder"):
+        DenseEncoder("not-a-real-model", device="cpu", cache_folder=str(tmp_path), local_files_only=True)
+
+
+def test_packaged_default_model_is_used_without_arguments(minilm_path: Path) -> None:
+    from sdk.encoders.loading import default_dense_model, resolve_model_path
+
+    assert Path(default_dense_model()) == minilm_path
+    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == minilm_path
