@@ -313,6 +313,10 @@ class Capabilities:
     ``metrics`` maps each storage precision to the similarities the database computes for it.
     ``emulated`` names features the engine accepts but only emulates (Qdrant local mode ignores
     quantization and HNSW settings), so tests and users know which claims need a server.
+    ``rrf_k`` is the only RRF constant a database's native fusion uses when a query cannot set it
+    (``None``: any k); ``rrf_weights`` says whether native RRF takes per-leg weights;
+    ``leg_candidates`` whether a native hybrid honours ``HybridQuery.candidate_limits`` per leg.
+    The retrieval pipeline reads these to choose native fusion or its documented client-side fallback.
     """
 
     name: str
@@ -329,6 +333,9 @@ class Capabilities:
     emulated: frozenset[str] = frozenset()
     max_payload_bytes: int = 65_536
     max_text_bytes: int = 65_535
+    rrf_k: int | None = None
+    rrf_weights: bool = True
+    leg_candidates: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", {k: _frozen(Similarity.parse(s) for s in v)

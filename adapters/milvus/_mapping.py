@@ -46,6 +46,7 @@ def capabilities(lite: bool) -> Capabilities:
         index_kinds=frozenset({"auto", "flat", "ivf_flat"} | (set() if lite else {"hnsw"})),
         max_payload_bytes=60_000,  # Milvus JSON fields hold at most 64 KiB
         max_text_bytes=65_535,
+        rrf_weights=False,  # RRFRanker(k) has no per-leg weights; WeightedRanker does
     )
 
 

@@ -54,6 +54,10 @@ WEAVIATE_CAPABILITIES = Capabilities(
     quantization=frozenset({"int8", "binary", "pq"}),  # SQ, BQ, PQ
     index_kinds=frozenset({"auto", "flat", "hnsw"}),
     emulated=frozenset({"matryoshka"}),
+    # rankedFusion's constant is fixed at 60 and each hybrid leg fetches the server's own number of
+    # candidates (100 by default), whatever HybridQuery.candidate_limits says.
+    rrf_k=60,
+    leg_candidates=False,
 )
 
 _DISTANCES = {
