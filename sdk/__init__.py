@@ -21,6 +21,8 @@ _LAZY: dict[str, str] = {
     "HybridQuery": "sdk.types",
     "Fusion": "sdk.types",
     "Similarity": "sdk.metrics",
+    "RetrievalPipeline": "sdk.retrieval.pipeline",
+    "Retriever": "sdk.retrieval.retriever",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
@@ -30,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only; runtime access g
     from sdk.encoders.dense import DenseEncoder as DenseEncoder
     from sdk.encoders.sparse import SparseEncoder as SparseEncoder
     from sdk.metrics import Similarity as Similarity
+    from sdk.retrieval.pipeline import RetrievalPipeline as RetrievalPipeline
+    from sdk.retrieval.retriever import Retriever as Retriever
     from sdk.types import Document as Document
     from sdk.types import Fusion as Fusion
     from sdk.types import Hit as Hit

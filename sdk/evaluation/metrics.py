@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["mrr_at_k", "ndcg_at_k", "recall_at_k", "score_run"]
+__all__ = ["map_at_k", "mrr_at_k", "ndcg_at_k", "recall_at_k", "score_run"]
 
 Run = Mapping[str, Sequence[str]]
 Qrels = Mapping[str, Mapping[str, int]]
@@ -51,11 +51,32 @@ def mrr_at_k(run: Run, qrels: Qrels, k: int = 10) -> float:
     return _mean(scores)
 
 
+def map_at_k(run: Run, qrels: Qrels, k: int = 100) -> float:
+    """Mean average precision: precision at each relevant hit within the top k, over all relevant.
+
+    Normalised by ``min(#relevant, k)`` like BEIR / pytrec_eval's ``map_cut``, so a query with more
+    relevant documents than ``k`` can still reach 1.0.
+    """
+    scores = []
+    for qid, rels in qrels.items():
+        relevant = {d for d, g in rels.items() if g > 0}
+        if not relevant:
+            continue
+        found, total = 0, 0.0
+        for i, doc in enumerate(list(run.get(qid, []))[:k]):
+            if doc in relevant:
+                found += 1
+                total += found / (i + 1)
+        scores.append(total / min(len(relevant), k))
+    return _mean(scores)
+
+
 def score_run(run: Run, qrels: Qrels) -> dict[str, float]:
-    """The figures this project reports: nDCG@10, MRR@10, Recall@10 and Recall@100."""
+    """The figures this project reports: nDCG@10, MRR@10, Recall@10, Recall@100 and MAP@100."""
     return {
         "ndcg@10": ndcg_at_k(run, qrels, 10),
         "mrr@10": mrr_at_k(run, qrels, 10),
         "recall@10": recall_at_k(run, qrels, 10),
         "recall@100": recall_at_k(run, qrels, 100),
+        "map@100": map_at_k(run, qrels, 100),
     }

@@ -1,0 +1,89 @@
+"""Deciding between a database's native fusion and the client-side fallback, and running the fallback.
+
+Native fusion is the rule: one round trip, the database ranks with its own candidate lists. The
+fallback exists for settings a database has no native form of (Weaviate's rankedFusion is fixed at
+k=60; pgvector fuses only by RRF; Milvus' RRFRanker takes no per-leg weights). It runs each leg as
+its own native single-leg query and fuses the rankings here with the same functions the exact
+in-memory reference adapter uses, so there is one implementation of every fusion formula.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from sdk.errors import CapabilityError
+from sdk.types import Fusion, FusionMethod, Hit, HybridQuery
+
+if TYPE_CHECKING:
+    from adapters.base import Adapter, Capabilities
+
+__all__ = ["CLIENT_FUSION", "client_fuse", "native_fusion_gap", "with_client_fusion"]
+
+CLIENT_FUSION = "client_fusion"  # the ``Capabilities.emulated`` flag set when the fallback is in use
+
+
+def native_fusion_gap(caps: Capabilities, fusion: Fusion, legs: tuple[str, ...]) -> str | None:
+    """Why ``caps`` cannot fuse ``legs`` natively with ``fusion`` (``None`` when it can)."""
+    if len(legs) < 2:
+        return None
+    if fusion.method not in caps.fusions:
+        have = ", ".join(sorted(f.value for f in caps.fusions)) or "none"
+        return f"{caps.name} has no native {fusion.method.value} fusion (native: {have})"
+    if fusion.method is FusionMethod.RRF:
+        if caps.rrf_k is not None and fusion.k != caps.rrf_k:
+            return f"{caps.name}'s native RRF uses k={caps.rrf_k} and a query cannot set k={fusion.k}"
+        weights = {float(fusion.weights.get(leg, 1.0)) for leg in legs}
+        if not caps.rrf_weights and len(weights) > 1:
+            return f"{caps.name}'s native RRF takes no per-leg weights"
+    return None
+
+
+def with_client_fusion(caps: Capabilities, method: FusionMethod) -> Capabilities:
+    """``caps`` as the pipeline presents it when it fuses client-side: the method is available and
+    ``emulated`` carries ``"client_fusion"``, so callers can see it is not the database's own."""
+    return replace(caps, fusions=caps.fusions | {method}, emulated=caps.emulated | {CLIENT_FUSION})
+
+
+def _kind(leg: str, caps_similarity: str | None) -> str:
+    # Milvus-style normalisation needs the score family: cosine in [-1, 1]; dot, sparse and BM25 unbounded.
+    if leg == "dense":
+        return caps_similarity or "cosine"
+    return "sparse"
+
+
+def client_fuse(adapter: Adapter, collection: str, query: HybridQuery,
+                dense_similarity: str | None = None) -> list[Hit]:
+    """Run each leg of ``query`` natively on its own, then fuse here (the documented fallback).
+
+    Hits carry every leg's score in ``scores_by_stage`` besides ``"fused"``; legs are fetched with
+    their candidate limits, exactly like a native hybrid query would.
+    """
+    from adapters.memory.scoring import fuse  # the one implementation of every fusion formula
+
+    single: dict[str, HybridQuery] = {}
+    base: dict[str, Any] = {"filter": query.filter, "dense_field": query.dense_field,
+                            "sparse_field": query.sparse_field, "fusion": query.fusion}
+    if query.dense is not None:
+        single["dense"] = HybridQuery(dense=query.dense, limit=query.candidates("dense"), **base)
+    if query.sparse is not None:
+        single["sparse"] = HybridQuery(sparse=query.sparse, limit=query.candidates("sparse"), **base)
+    if query.text is not None:
+        single["text"] = HybridQuery(text=query.text, limit=query.candidates("text"), **base)
+    if len(single) < 2:
+        raise CapabilityError("client-side fusion needs at least two legs; run a single-leg query natively")
+    results = {leg: adapter.query(collection, q) for leg, q in single.items()}
+    by_id: dict[str, Hit] = {}
+    stages: dict[str, dict[str, float]] = {}
+    legs: dict[str, list[tuple[str, float]]] = {}
+    for leg, hits in results.items():
+        legs[leg] = [(h.id, h.score) for h in hits]
+        for h in hits:
+            by_id.setdefault(h.id, h)
+            stages.setdefault(h.id, {})[leg] = h.score
+    kinds: Mapping[str, str] = {leg: _kind(leg, dense_similarity) for leg in legs}
+    f = query.fusion
+    fused = fuse(legs, f.method, f.k, f.weights, kinds, query.limit)
+    return [Hit(doc, score, by_id[doc].text, by_id[doc].metadata, {**stages[doc], "fused": score})
+            for doc, score in fused]

@@ -1,0 +1,94 @@
+"""``Retriever``: the LangChain retriever surface (``invoke`` / ``ainvoke`` / ``batch``) without LangChain.
+
+A RAG backend that does not use LangChain gets the same calls and the same document shape
+(``page_content`` + ``metadata``, with the hit's id, score and per-stage scores in the metadata).
+``as_langchain()`` wraps it in a real ``langchain_core.retrievers.BaseRetriever`` (the
+``langchain`` extra) for use inside LangChain runnable chains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdk.errors import ConfigError, InputError
+from sdk.types import Filter, Hit
+
+__all__ = ["RetrievedDocument", "Retriever", "hit_metadata"]
+
+
+@dataclass(frozen=True)
+class RetrievedDocument:
+    """A retrieved text in LangChain's shape: ``page_content`` and ``metadata``."""
+
+    page_content: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+
+def hit_metadata(hit: Hit) -> dict[str, Any]:
+    """The document's own metadata plus ``id``, ``score`` and ``scores_by_stage`` of the hit.
+
+    The SDK's keys win over a user key of the same name, so a caller always finds the score where
+    LangChain users look for it.
+    """
+    return {**dict(hit.metadata), "id": hit.id, "score": hit.score, "scores_by_stage": dict(hit.scores_by_stage)}
+
+
+class Retriever:
+    """Retrieve documents for a query string from a ``RetrievalPipeline``.
+
+    ``k`` overrides the pipeline's limit and ``filter`` its filter for this retriever only, so one
+    pipeline can back several retrievers (per tenant, per source).
+    """
+
+    def __init__(self, pipeline: Any, *, k: int | None = None, filter: Filter | None = None) -> None:
+        if not callable(getattr(pipeline, "search", None)):
+            raise ConfigError(f"Retriever needs a RetrievalPipeline, got {type(pipeline).__name__}")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ConfigError(f"k must be a positive integer or None, got {k!r}")
+        self.pipeline, self.k, self.filter = pipeline, k, filter
+
+    @staticmethod
+    def _documents(hits: Sequence[Hit]) -> list[RetrievedDocument]:
+        return [RetrievedDocument(h.text or "", hit_metadata(h), h.id) for h in hits]
+
+    @staticmethod
+    def query_text(input: Any) -> str:
+        # LangChain passes the query string; a mapping with "query"/"input" is accepted for chains.
+        if isinstance(input, Mapping):
+            input = input.get("query", input.get("input"))
+        if not isinstance(input, str) or not input.strip():
+            raise InputError("a retriever is invoked with a non-empty query string")
+        return input
+
+    def hits(self, query: str) -> list[Hit]:
+        """The raw ``Hit`` list (with stage scores and the pipeline's timings)."""
+        return self.pipeline.search(self.query_text(query), limit=self.k, filter=self.filter)
+
+    def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> list[RetrievedDocument]:
+        """Documents for one query, best first."""
+        return self._documents(self.hits(input))
+
+    async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> list[RetrievedDocument]:
+        """``invoke`` without blocking the event loop (the pipeline's ``asearch``)."""
+        hits = await self.pipeline.asearch(self.query_text(input), limit=self.k, filter=self.filter)
+        return self._documents(hits)
+
+    def batch(self, inputs: Sequence[Any], config: Any = None, **kwargs: Any) -> list[list[RetrievedDocument]]:
+        """Documents for many queries; encoders run once over the whole batch."""
+        results = self.pipeline.search_batch([self.query_text(q) for q in inputs], limit=self.k, filter=self.filter)
+        return [self._documents(r) for r in results]
+
+    async def abatch(self, inputs: Sequence[Any], config: Any = None,
+                     **kwargs: Any) -> list[list[RetrievedDocument]]:
+        """``batch`` in a worker thread."""
+        return await asyncio.to_thread(self.batch, inputs)
+
+    def as_langchain(self, **kwargs: Any) -> Any:
+        """This retriever as a ``langchain_core`` ``BaseRetriever`` (needs the ``langchain`` extra)."""
+        from sdk.retrieval.langchain import LangChainRetriever
+
+        return LangChainRetriever(retriever=self, **kwargs)
