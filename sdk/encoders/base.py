@@ -105,7 +105,7 @@ class ModuleEncoder(nn.Sequential):
         self,
         texts: Sequence[Any],
         batch_size: int,
-        collect: Callable[[dict[str, torch.Tensor]], list[T]],
+        collect: Callable[[dict[str, torch.Tensor]], Any],
         *,
         show_progress_bar: bool | None = None,
         device: torch.device | None = None,
@@ -113,39 +113,54 @@ class ModuleEncoder(nn.Sequential):
         length: Callable[[Any], int] = len,
         desc: str = "Batches",
         tokenize: Callable[[list[Any]], dict[str, torch.Tensor]] | None = None,
-    ) -> list[T]:
-        """Run ``texts`` through the stack longest-first; ``collect`` turns each batch's features
-        into per-row results, which come back in the caller's order.
+        stack: bool = False,
+    ) -> Any:
+        """Run ``texts`` through the stack in length-sorted batches; ``collect`` turns each batch's
+        features into per-row results, which come back in the caller's order.
 
-        Sorting by length keeps padding (wasted compute) small; restoring the order afterwards
-        is cheap and invisible to callers. ``tokenize`` replaces the first module's tokenizer for
-        stacks whose input module is not a Transformer (a Router picks the tokenizer per route).
+        Batching (token-length buckets, tokenization ahead in a background thread, pinned memory
+        on CUDA) lives in ``backends_pipeline``. ``tokenize`` replaces the first module's tokenizer
+        for stacks whose input module is not a Transformer (a Router picks one per route).
+        With ``stack=True`` ``collect`` returns one tensor per batch and the result is a single
+        tensor in the caller's order, left on the device: no per-row Python objects and no
+        device-to-host sync per batch, so a GPU can queue batch k+1 while batch k runs.
         """
-        if not isinstance(batch_size, int) or batch_size < 1:
+        from sdk.encoders.backends_pipeline import batches
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        order = np.argsort([-length(t) for t in texts], kind="stable")
         device = device or self.device
         tokenize = tokenize or self.transformer.tokenize
-        results: list[T | None] = [None] * len(texts)
-        starts = range(0, len(texts), batch_size)
-        if show_progress_bar is None:
-            show_progress_bar = False
+        feed = batches(texts, batch_size, tokenize, length=length, device=device)
         if show_progress_bar:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=desc)
+            feed = tqdm(feed, desc=desc, total=-(-len(texts) // batch_size))
+        results: list[Any] = [None] * len(texts)
+        parts: list[torch.Tensor] = []
+        positions: list[np.ndarray] = []
         with torch.inference_mode():
-            for start in starts:
-                idx = order[start : start + batch_size]
-                features = tokenize([texts[i] for i in idx])
-                features = {k: v.to(device, non_blocking=True) for k, v in features.items()}
+            for idx, features in feed:
+                features = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                            for k, v in features.items()}
                 if extra_features:
                     features.update(extra_features)
                 for module in self:
                     features = module(features)
-                for i, row in zip(idx, collect(features), strict=True):
+                if stack:
+                    parts.append(collect(features))
+                    positions.append(idx)
+                    continue
+                for i, row in zip(idx.tolist(), collect(features), strict=True):
                     results[i] = row
-        return results  # type: ignore[return-value]
+        if not stack:
+            return results
+        if not parts:
+            return None
+        merged = torch.cat(parts)
+        inverse = np.empty(len(texts), dtype=np.int64)
+        inverse[np.concatenate(positions)] = np.arange(len(texts))
+        return merged.index_select(0, torch.from_numpy(inverse).to(merged.device))
 
     # -- saving ----------------------------------------------------------------------------
 

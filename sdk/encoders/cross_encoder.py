@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdk.encoders.backends import apply_backend, split_model_kwargs
 from sdk.encoders.base import ModuleEncoder, pick_device
 from sdk.encoders.loading import load_modules, read_json, resolve_model_path
 from sdk.encoders.modules import ClassificationTransformer, EncoderModule
@@ -82,11 +83,10 @@ class CrossEncoder(ModuleEncoder):
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
-        backend: Literal["torch"] = "torch",
+        backend: Literal["torch", "onnx"] = "torch",
         allow_pickle: bool = False,
     ) -> None:
-        if backend != "torch":
-            raise InputError(f"backend {backend!r} is not available for CrossEncoder; use backend='torch'")
+        model_kwargs, backend_options = split_model_kwargs(backend, model_kwargs, "CrossEncoder")
         if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
             raise InputError(f"num_labels must be a positive integer, got {num_labels!r}")
         if activation_fn is not None and not callable(activation_fn):
@@ -131,6 +131,7 @@ class CrossEncoder(ModuleEncoder):
                 f"a CrossEncoder is one sequence-classification transformer; got modules "
                 f"{[type(m).__name__ for m in stack]} (causal-LM rerankers are not supported)"
             )
+        loaded = apply_backend(loaded, backend_options)
         super().__init__(loaded, device=pick_device(device))
         if max_length is not None:
             self.max_length = max_length

@@ -16,10 +16,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from sdk.encoders.backends import apply_backend, split_model_kwargs
 from sdk.encoders.base import ModuleEncoder, check_texts, pick_device
 from sdk.encoders.loading import default_dense_model, load_modules, read_json, resolve_model_path
 from sdk.encoders.modules import EncoderModule
-from sdk.errors import CapabilityError, InputError
+from sdk.errors import InputError
 from sdk.metrics import Similarity
 from sdk.quantization import Calibration, check_precision, quantize_embeddings
 from sdk.util import similarity_function
@@ -49,12 +50,11 @@ class DenseEncoder(ModuleEncoder):
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
-        backend: Literal["torch"] = "torch",
+        backend: Literal["torch", "onnx"] = "torch",
         allow_pickle: bool = False,
         calibration: Calibration | None = None,
     ) -> None:
-        if backend != "torch":
-            raise CapabilityError(f"backend {backend!r} is not available for DenseEncoder; use backend='torch'")
+        model_kwargs, backend_options = split_model_kwargs(backend, model_kwargs, "DenseEncoder")
         config: dict[str, Any] = {}
         self.model_path: Path | None = None
         if modules is None:
@@ -82,6 +82,7 @@ class DenseEncoder(ModuleEncoder):
             if model_name_or_path is not None:
                 raise InputError("pass either model_name_or_path or modules, not both")
             loaded = list(modules)
+        loaded = apply_backend(loaded, backend_options)
         super().__init__(loaded, device=pick_device(device))
         self.prompts: dict[str, str] = dict(config.get("prompts") or {})
         self.prompts.update(prompts or {})
@@ -199,17 +200,18 @@ class DenseEncoder(ModuleEncoder):
                                     extra_features=extra)
             return rows[0] if single else rows
 
-        def collect(features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        def collect(features: dict[str, torch.Tensor]) -> torch.Tensor:
             emb = features["sentence_embedding"]
             if dim is not None:
                 emb = emb[:, :dim]
             if normalize_embeddings:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-            return list(emb.float().cpu())
+            return emb.float()
 
-        rows = self.run_batches(texts, batch_size, collect, show_progress_bar=show_progress_bar, extra_features=extra)
+        stacked = self.run_batches(texts, batch_size, collect, show_progress_bar=show_progress_bar,
+                                   extra_features=extra, stack=True)
         width = dim or self._full_dimension()
-        stacked = torch.stack(rows) if rows else torch.zeros((0, width), dtype=torch.float32)
+        stacked = stacked.cpu() if stacked is not None else torch.zeros((0, width), dtype=torch.float32)
         if precision != "float32":
             ranges = calibration if calibration is not None else self.calibration
             if ranges is None and precision in ("int8", "uint8"):

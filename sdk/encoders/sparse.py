@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from sdk.encoders.backends import apply_backend, split_model_kwargs
 from sdk.encoders.base import ModuleEncoder, check_texts, pick_device
 from sdk.encoders.loading import load_modules, packaged_model, read_json, resolve_model_path
 from sdk.encoders.modules import (
@@ -165,11 +166,10 @@ class SparseEncoder(ModuleEncoder):
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
-        backend: Literal["torch"] = "torch",
+        backend: Literal["torch", "onnx"] = "torch",
         allow_pickle: bool = False,
     ) -> None:
-        if backend != "torch":
-            raise InputError(f"backend {backend!r} is not available for SparseEncoder; use backend='torch'")
+        model_kwargs, backend_options = split_model_kwargs(backend, model_kwargs, "SparseEncoder")
         config: dict[str, Any] = {}
         self.model_path: Path | None = None
         if modules is None:
@@ -201,6 +201,7 @@ class SparseEncoder(ModuleEncoder):
                 "needs SpladePooling or SparseStaticEmbedding (use DenseEncoder for dense models)"
             )
         _fill_dimensions(stack)
+        loaded = apply_backend(loaded, backend_options)
         super().__init__(loaded, device=pick_device(device))
         self.prompts: dict[str, str] = dict(config.get("prompts") or {})
         self.prompts.update(prompts or {})
