@@ -183,8 +183,9 @@ class QdrantAdapter(Adapter):
         if plan.hybrid:
             weights = plan.fusion.weights
             if plan.fusion.method is FusionMethod.RRF:
+                # Qdrant scores 1 / (rank + k - 1) with 1-based ranks; k + 1 gives the SDK's 1 / (k + rank).
                 query: Any = models.RrfQuery(rrf=models.Rrf(
-                    k=plan.fusion.k, weights=[float(weights.get(leg, 1.0)) for leg in legs] if weights else None))
+                    k=plan.fusion.k + 1, weights=[float(weights.get(leg, 1.0)) for leg in legs] if weights else None))
             else:
                 query = models.FusionQuery(fusion=models.Fusion.DBSF)
             prefetch = [models.Prefetch(**args) for args in legs.values()]

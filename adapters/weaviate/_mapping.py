@@ -54,9 +54,10 @@ WEAVIATE_CAPABILITIES = Capabilities(
     quantization=frozenset({"int8", "binary", "pq"}),  # SQ, BQ, PQ
     index_kinds=frozenset({"auto", "flat", "hnsw"}),
     emulated=frozenset({"matryoshka"}),
-    # rankedFusion's constant is fixed at 60 and each hybrid leg fetches the server's own number of
-    # candidates (100 by default), whatever HybridQuery.candidate_limits says.
-    rrf_k=60,
+    # rankedFusion's constant is fixed (1 / (60 + 0-based rank), the SDK's k=59 with 1-based ranks) and
+    # each hybrid leg fetches the server's own number of candidates (100 by default), whatever
+    # HybridQuery.candidate_limits says.
+    rrf_k=59,
     leg_candidates=False,
 )
 

@@ -56,7 +56,10 @@ __all__ = ["WEAVIATE_CAPABILITIES", "WeaviateAdapter"]
 _WRITER = "retrieval-forge adapters.weaviate"
 _MARK = "retrieval_forge"
 _FUSIONS = {FusionMethod.RRF: HybridFusion.RANKED, FusionMethod.RELATIVE_SCORE: HybridFusion.RELATIVE_SCORE}
-_WEAVIATE_RRF_K = 60  # rankedFusion's constant; Weaviate does not let a query change it
+# rankedFusion adds weight / (60 + 0-based rank) and no query can change the 60: with the SDK's
+# 1-based ranks (score = sum w / (k + rank)) that is k=59, checked against a reference RRF in
+# tests/integration/test_hybrid_weaviate.py.
+_WEAVIATE_RRF_K = 59
 _FETCH_CHUNK = 1000
 
 
