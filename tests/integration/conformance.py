@@ -386,7 +386,7 @@ class AdapterConformance:
         dense_q = np.asarray(target.vectors["dense"]) + 0.05
         sparse_q = target.sparse["sparse"] if caps.sparse else None
         q = HybridQuery(dense=dense_q, sparse=sparse_q, text=None if caps.sparse else target.text,
-                        fusion=Fusion(method=method, k=60), limit=10,
+                        fusion=Fusion(method=method, k=caps.rrf_k or 60), limit=10,
                         candidate_limits={"dense": 20, "sparse": 20})
         if not caps.sparse and not caps.text_leg:
             pytest.skip("no second leg (neither sparse vectors nor a text leg) to fuse")
@@ -403,7 +403,7 @@ class AdapterConformance:
                 "dense": [h.id for h in db.query(spec.name, HybridQuery(dense=dense_q, limit=20))],
                 "sparse": [h.id for h in db.query(spec.name, HybridQuery(sparse=sparse_q, limit=20))],
             }
-            want = rrf_fuse(legs, k=60, limit=10)
+            want = rrf_fuse(legs, k=caps.rrf_k or 60, limit=10)
             assert [h.id for h in got[:3]] == [i for i, _ in want[:3]] or {h.id for h in got[:3]} == {
                 i for i, _ in want[:3]}
             assert {h.id for h in got} <= set(legs["dense"]) | set(legs["sparse"])

@@ -146,9 +146,10 @@ def test_hybrid_bm25_and_dense_fuse_natively(wv: WeaviateAdapter, cleanup: list[
                      for i, t in enumerate(texts)])
     assert wv.query(name, HybridQuery(text="pears", limit=2))[0].id == "d3"
     for method in (FusionMethod.RRF, FusionMethod.RELATIVE_SCORE):
-        hits = wv.query(name, HybridQuery(dense=np.ones(4), text="quick fox", fusion=Fusion(method=method), limit=4))
+        hits = wv.query(name, HybridQuery(dense=np.ones(4), text="quick fox", fusion=Fusion(method=method, k=59), limit=4))
         assert "d1" in {h.id for h in hits[:2]} and "fused" in hits[0].scores_by_stage
-    hits = wv.query(name, HybridQuery(dense=np.ones(4), text="pears", filter=Eq("kind", "k"), limit=4))
+    hits = wv.query(name, HybridQuery(dense=np.ones(4), text="pears", filter=Eq("kind", "k"),
+                                     fusion=Fusion(k=59), limit=4))
     assert {h.id for h in hits} <= {"d1", "d3"}
     for value in ('x"} } { Get { Thing', "{ Get { Thing } }", "' OR 1=1 --"):  # inert: a gRPC value
         assert wv.count(name, Eq("kind", value)) == 0
