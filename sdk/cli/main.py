@@ -16,7 +16,7 @@ from sdk.errors import SDKError
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = ("sdk.cli.encode", "sdk.cli.eval")
+_COMMANDS = ("sdk.cli.encode", "sdk.cli.eval", "sdk.cli.export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,96 @@
+"""``sdk export onnx MODEL [--quantize int8]``: write the ONNX files the onnx backend runs.
+
+Exporting is what ``backend="onnx"`` does on first use anyway; doing it ahead of time (at
+build or deploy time) keeps the first request fast and lets read-only deployments ship the
+files. They are written beside the model (``onnx/model.onnx``, ``onnx/model_qint8_<arch>.onnx``)
+unless ``--output`` names another folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sdk.errors import InputError
+
+__all__ = ["detect_kind", "register", "run"]
+
+_KINDS = ("auto", "dense", "sparse", "cross")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("export", help="export a model for another backend (ONNX Runtime)")
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    onnx = formats.add_parser("onnx", help="export to ONNX (fp32, optionally dynamic int8)")
+    onnx.add_argument("model", help="model folder or hub id")
+    onnx.add_argument("--quantize", choices=["int8"], default=None,
+                      help="also write the per-channel dynamic int8 file for this CPU")
+    onnx.add_argument("--kind", choices=_KINDS, default="auto",
+                      help="encoder type (default: from the folder: fill-mask -> sparse, classification -> cross)")
+    onnx.add_argument("--output", type=Path, default=None, help="folder for the files (default: <model>/onnx)")
+    onnx.add_argument("--force", action="store_true", help="re-export even when up-to-date files exist")
+    onnx.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    onnx.set_defaults(handler=run)
+
+
+def detect_kind(folder: Path) -> str:
+    """dense, sparse or cross, from the saved manifest or the transformers architecture."""
+    from sdk.encoders.loading import read_json
+
+    config = read_json(folder / "config_sentence_transformers.json")
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type in ("SparseEncoder", "CrossEncoder"):
+        return "sparse" if model_type == "SparseEncoder" else "cross"
+    hf = read_json(folder / "config.json")
+    archs = [str(a) for a in (hf.get("architectures") or [])] if isinstance(hf, dict) else []
+    if any(a.endswith("ForMaskedLM") for a in archs):
+        return "sparse"
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "cross"
+    return "dense"
+
+
+def run(args: argparse.Namespace) -> int:
+    from sdk.encoders.backends import transformers_in
+    from sdk.encoders.loading import resolve_model_path
+
+    folder = resolve_model_path(args.model)
+    kind = detect_kind(folder) if args.kind == "auto" else args.kind
+    model_kwargs: dict[str, Any] = {"export": args.force}
+    if args.output is not None:
+        if args.output.exists() and not args.output.is_dir():
+            raise InputError(f"--output {args.output} is a file; pass a folder")
+        model_kwargs["export_dir"] = args.output
+    t0 = time.perf_counter()
+    files = [str(t.auto_model.path) for t in transformers_in(list(_load(kind, folder, model_kwargs)))]
+    if args.quantize:
+        model_kwargs = {**model_kwargs, "quantize": "int8", "export": False}
+        files += [str(t.auto_model.path) for t in transformers_in(list(_load(kind, folder, model_kwargs)))]
+    seconds = time.perf_counter() - t0
+    report = {"model": str(folder), "kind": kind, "files": files,
+              "bytes": [Path(f).stat().st_size for f in files], "seconds": round(seconds, 2)}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for path, size in zip(files, report["bytes"], strict=True):
+            print(f"{path}  ({size / 1e6:.1f} MB)")
+        print(f"exported a {kind} model in {seconds:.1f}s; load it with backend='onnx'"
+              + (", model_kwargs={'quantize': 'int8'}" if args.quantize else ""))
+    return 0
+
+
+def _load(kind: str, folder: Path, model_kwargs: dict[str, Any]) -> Any:
+    if kind == "sparse":
+        from sdk.encoders.sparse import SparseEncoder
+
+        return SparseEncoder(folder, device="cpu", backend="onnx", model_kwargs=model_kwargs)
+    if kind == "cross":
+        from sdk.encoders.cross_encoder import CrossEncoder
+
+        return CrossEncoder(folder, device="cpu", backend="onnx", model_kwargs=model_kwargs)
+    from sdk.encoders.dense import DenseEncoder
+
+    return DenseEncoder(folder, device="cpu", backend="onnx", model_kwargs=model_kwargs)
