@@ -162,6 +162,34 @@ class ModuleEncoder(nn.Sequential):
         inverse[np.concatenate(positions)] = np.arange(len(texts))
         return merged.index_select(0, torch.from_numpy(inverse).to(merged.device))
 
+    # -- several processes ---------------------------------------------------------------
+
+    def start_multi_process_pool(self, target_devices: Sequence[str] | None = None) -> dict[str, Any]:
+        """Start worker processes (one per device, e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``)."""
+        from sdk.encoders.backends_pool import start_pool
+
+        return start_pool(self, target_devices)
+
+    @staticmethod
+    def stop_multi_process_pool(pool: dict[str, Any]) -> None:
+        """Stop the workers of a pool from ``start_multi_process_pool``."""
+        from sdk.encoders.backends_pool import stop_pool
+
+        stop_pool(pool)
+
+    def encode_multi_process(
+        self, sentences: Any, pool: dict[str, Any], chunk_size: int | None = None, **kwargs: Any
+    ) -> Any:
+        """``encode`` spread over a pool's workers in chunks; same arguments, same result, same order."""
+        from sdk.encoders.backends_pool import combine, map_chunks
+
+        texts, single = check_texts(sentences)
+        if not texts:  # nothing to send; the local call gives the right empty shape
+            map_chunks(pool, "encode", texts, chunk_size, kwargs)  # still validates the pool
+            return self.encode(texts, **kwargs)  # type: ignore[attr-defined]
+        out = combine(map_chunks(pool, "encode", texts, chunk_size, kwargs))
+        return out[0] if single else out
+
     # -- saving ----------------------------------------------------------------------------
 
     def _extra_config(self) -> dict[str, Any]:

@@ -175,12 +175,22 @@ class DenseEncoder(ModuleEncoder):
         normalize_embeddings: bool = False,
         truncate_dim: int | None = None,
         calibration: Calibration | np.ndarray | None = None,
+        pool: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
     ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
         """Encode texts. One string in gives one vector out; an empty list gives shape (0, dim).
 
         ``precision`` int8/uint8 uses the saved calibration (or ``calibration=``), never the
         batch itself, so a single query quantizes exactly as it would inside a large batch.
+        ``pool`` (from ``start_multi_process_pool``) spreads the work over its processes.
         """
+        if pool is not None:
+            return self.encode_multi_process(
+                sentences, pool, chunk_size, prompt_name=prompt_name, prompt=prompt, batch_size=batch_size,
+                output_value=output_value, precision=precision, convert_to_numpy=convert_to_numpy,
+                convert_to_tensor=convert_to_tensor, normalize_embeddings=normalize_embeddings,
+                truncate_dim=truncate_dim, calibration=calibration,
+            )
         texts, single = check_texts(sentences)
         check_precision(precision)
         if output_value not in ("sentence_embedding", "token_embeddings"):
