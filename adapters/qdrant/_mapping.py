@@ -53,6 +53,8 @@ def capabilities(local: bool) -> Capabilities:
         emulated=frozenset({"quantization", "hnsw", "float16"}) if local else frozenset(),
         max_payload_bytes=65_536,
         max_text_bytes=1_048_576,
+        # Qdrant weights RRF as 1 / (rank / w + k), not the SDK's w / (k + rank): weighted RRF is not native.
+        rrf_weights=False,
     )
 
 

@@ -1,10 +1,11 @@
 """Deciding between a database's native fusion and the client-side fallback, and running the fallback.
 
 Native fusion is the rule: one round trip, the database ranks with its own candidate lists. The
-fallback exists for settings a database has no native form of (Weaviate's rankedFusion is fixed at
-k=60; pgvector fuses only by RRF; Milvus' RRFRanker takes no per-leg weights). It runs each leg as
-its own native single-leg query and fuses the rankings here with the same functions the exact
-in-memory reference adapter uses, so there is one implementation of every fusion formula.
+fallback exists for settings a database has no native form of (Weaviate's rankedFusion constant is
+fixed, k=59 in the SDK's 1-based convention; pgvector fuses only by RRF; Milvus' RRFRanker and
+Qdrant's weighted RRF do not compute the SDK's ``sum w / (k + rank)``). It runs each leg as its own
+native single-leg query and fuses the rankings here with the same functions the exact in-memory
+reference adapter uses, so there is one implementation of every fusion formula.
 """
 
 from __future__ import annotations
