@@ -13,6 +13,10 @@ database's own fusion.
 
 Fused scores (RRF above all) are ranks in disguise: compare them within one result list, never
 against a threshold. Reranker scores are the cross-encoder's own scale.
+
+Equal-weight RRF helps when the legs are of comparable quality and fail on different queries; with
+one much weaker leg it drags the stronger one down (bench/eval_table.py: pyfaq, SPLADE-tiny vs
+MiniLM). Weight the stronger leg (``Fusion(weights={"dense": 2.0})``) or lower k in that case.
 """
 
 from __future__ import annotations
