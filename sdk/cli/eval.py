@@ -35,6 +35,7 @@ def register(sub: Any) -> None:
     p.add_argument("--rerank-top", type=int, default=100, help="hits the reranker rescores (default: 100)")
     p.add_argument("--dense-model", default=None, help="dense model folder or hub id (default: all-MiniLM-L6-v2)")
     p.add_argument("--sparse-model", default=None, help="SPLADE folder or hub id (default: packaged SPLADE-tiny)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
     p.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
     p.add_argument("--client-fusion", action="store_true",
@@ -53,8 +54,8 @@ def _encoders(args: argparse.Namespace, caps: Any) -> tuple[Any, Any, bool]:
     text_leg = lexical and not caps.sparse and caps.text_leg
     if lexical and not caps.sparse and not caps.text_leg:
         raise CapabilityError(f"{caps.name} has neither sparse vectors nor a BM25 leg; use --mode dense")
-    dense = DenseEncoder(args.dense_model, device="cpu") if args.mode != "sparse" or text_leg else None
-    sparse = SparseEncoder(args.sparse_model, device="cpu") if lexical and caps.sparse else None
+    dense = DenseEncoder(args.dense_model, device=args.device) if args.mode != "sparse" or text_leg else None
+    sparse = SparseEncoder(args.sparse_model, device=args.device) if lexical and caps.sparse else None
     return dense, sparse, text_leg
 
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         caps = adapter.capabilities
         dense, sparse, text_leg = _encoders(args, caps)
-        reranker = CrossEncoder(args.reranker, device="cpu") if args.reranker else None
+        reranker = CrossEncoder(args.reranker, device=args.device) if args.reranker else None
         common = {"store": adapter, "collection": collection, "batch_size": args.batch_size}
         # Weaviate's BM25-only "sparse" mode still needs a vector field to create the collection.
         indexer = RetrievalPipeline(dense, sparse, **common)
