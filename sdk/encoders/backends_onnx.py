@@ -339,7 +339,8 @@ class OrtModel(nn.Module):
             ort = _ort()
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = self.threads or default_threads()
+            # torch's thread count by default: one knob (torch.set_num_threads / OMP_NUM_THREADS) for both
+            options.intra_op_num_threads = self.threads or torch.get_num_threads()
             options.inter_op_num_threads = 1
             providers = list(self.providers or ["CPUExecutionProvider"])
             try:

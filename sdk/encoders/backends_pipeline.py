@@ -35,8 +35,8 @@ PREFETCH = 8
 
 
 def _plan(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """Window boundaries: a short first window (fast start), then ~WINDOW texts each."""
-    per = max(1, WINDOW // batch_size) * batch_size
+    """Window boundaries: a short first window (fast start), then ~WINDOW texts (>= 4 batches) each."""
+    per = max(4, WINDOW // batch_size) * batch_size
     first = min(n, 2 * batch_size)
     spans = [(0, first)] if first else []
     spans += [(s, min(n, s + per)) for s in range(first, n, per)]

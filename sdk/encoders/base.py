@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sdk.encoders.modules import EncoderModule, Transformer
-from sdk.errors import InputError
+from sdk.errors import CapabilityError, InputError
 
 __all__ = ["ModuleEncoder", "check_texts", "pick_device"]
 
@@ -183,6 +183,8 @@ class ModuleEncoder(nn.Sequential):
         """``encode`` spread over a pool's workers in chunks; same arguments, same result, same order."""
         from sdk.encoders.backends_pool import combine, map_chunks
 
+        if not callable(getattr(self, "encode", None)):
+            raise CapabilityError(f"{type(self).__name__} has no encode(); a pool spreads encode() calls only")
         texts, single = check_texts(sentences)
         if not texts:  # nothing to send; the local call gives the right empty shape
             map_chunks(pool, "encode", texts, chunk_size, kwargs)  # still validates the pool
