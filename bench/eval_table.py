@@ -21,8 +21,10 @@ dense 0.715 / 0.971, SPLADE 0.444 / 0.806, hybrid 0.629 / 0.971 (pgvector 0.626)
 0.749, hybrid 0.588 / 0.954. Equal-weight RRF loses to dense here because SPLADE-tiny is the much
 weaker leg (better than dense on 13% of queries, worse on 59%); k and candidate limits barely matter
 (k=5: 0.678, 100 or 1000 candidates: 0.621 / 0.626); weighting dense up (RRF w=4, k=5: 0.727 exact;
-z-score convex 0.8/0.2: 0.736) is what beats dense. debpkg (6,000-doc subset, 2,496 queries): dense
-0.799, SPLADE 0.797, hybrid 0.842 on Milvus / pgvector / Weaviate: comparable legs, and RRF wins.
+z-score convex 0.8/0.2: 0.736) is what beats dense. debpkg (full 24,809 docs, 2,496 queries; BM25
+0.725 / 0.914): Milvus dense 0.681 / 0.939, SPLADE 0.701 / 0.920, hybrid 0.740 / 0.958; Weaviate dense
+0.681 / 0.937, its BM25 0.723 / 0.920, hybrid 0.747 / 0.960: comparable legs that fail on different
+queries, and RRF beats each of them.
 """
 
 from __future__ import annotations
