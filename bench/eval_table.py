@@ -23,7 +23,7 @@ weaker leg (better than dense on 13% of queries, worse on 59%); k and candidate 
 (k=5: 0.678, 100 or 1000 candidates: 0.621 / 0.626); weighting dense up (RRF w=4, k=5: 0.727 exact;
 z-score convex 0.8/0.2: 0.736) is what beats dense. debpkg (full 24,809 docs, 2,496 queries; BM25
 0.725 / 0.914): Milvus dense 0.681 / 0.939, SPLADE 0.701 / 0.920, hybrid 0.740 / 0.958; Weaviate dense
-0.681 / 0.937, its BM25 0.723 / 0.920, hybrid 0.747 / 0.960: comparable legs that fail on different
+0.681 / 0.937, its BM25 0.723 / 0.920, hybrid 0.747 / 0.960; pgvector hybrid 0.739 / 0.956: comparable legs that fail on different
 queries, and RRF beats each of them.
 """
 
