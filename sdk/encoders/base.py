@@ -99,6 +99,33 @@ class ModuleEncoder(nn.Sequential):
     def max_seq_length(self, value: int) -> None:
         self.transformer.max_seq_length = int(value)
 
+    # -- prompts -------------------------------------------------------------------------
+
+    def _init_prompts(
+        self, config: dict[str, Any], prompts: dict[str, str] | None, default_prompt_name: str | None
+    ) -> None:
+        """Prompts saved with the model, overridden by the caller's; the default must be one of them."""
+        self.prompts: dict[str, str] = dict(config.get("prompts") or {})
+        self.prompts.update(prompts or {})
+        self.default_prompt_name = default_prompt_name or config.get("default_prompt_name")
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise InputError(
+                f"default_prompt_name {self.default_prompt_name!r} is not among the prompts {sorted(self.prompts)}"
+            )
+
+    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
+        """An explicit ``prompt`` wins, then ``prompt_name``, then the model's default prompt."""
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
+            return prompt
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        if name is None:
+            return None
+        if name not in self.prompts:
+            raise InputError(f"prompt_name {name!r} is not defined; this model has prompts {sorted(self.prompts)}")
+        return self.prompts[name]
+
     # -- the batching loop ---------------------------------------------------------------
 
     def run_batches(

@@ -19,7 +19,7 @@ from torch import nn
 
 from sdk.encoders.backends import apply_backend, split_model_kwargs
 from sdk.encoders.base import ModuleEncoder, pick_device
-from sdk.encoders.loading import load_modules, read_json, resolve_model_path
+from sdk.encoders.loading import load_model_folder, read_json, resolve_model_path
 from sdk.encoders.modules import ClassificationTransformer, EncoderModule
 from sdk.encoders.modules.dense import _activation_from_path, _activation_path
 from sdk.errors import InputError, ModelLoadError
@@ -60,6 +60,11 @@ def check_pairs(pairs: Any) -> tuple[list[Pair], bool]:
         except TypeError:
             raise InputError(f"pairs must be a list of (query, document) pairs, got {type(pairs).__name__}") from None
     return [_check_pair(p, i) for i, p in enumerate(pairs)], False
+
+
+def _classification_modules(folder: Path, **load_kwargs: Any) -> list[tuple[str, EncoderModule]]:
+    """A bare transformers folder: one sequence-classification transformer."""
+    return [("0", ClassificationTransformer.load(folder, **load_kwargs))]
 
 
 class CrossEncoder(ModuleEncoder):
@@ -107,15 +112,13 @@ class CrossEncoder(ModuleEncoder):
                 config_kwargs["num_labels"] = num_labels
             elif not any(str(a).endswith("ForSequenceClassification") for a in hf_config.get("architectures") or []):
                 config_kwargs.setdefault("num_labels", 1)  # a base model gets a fresh 1-label head
-            load_kwargs: dict[str, Any] = {
-                "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code, "model_kwargs": model_kwargs,
-                "tokenizer_kwargs": tokenizer_kwargs, "config_kwargs": config_kwargs,
-            }
-            if (path / "modules.json").exists():
-                loaded: Sequence[Any] = load_modules(path, **load_kwargs)
-            else:
-                loaded = [("0", ClassificationTransformer.load(path, **load_kwargs))]
-            raw = read_json(path / "config_sentence_transformers.json")
+            model = load_model_folder(
+                path, allow_pickle=allow_pickle, bare_loader=_classification_modules,
+                trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
+                tokenizer_kwargs=tokenizer_kwargs, config_kwargs=config_kwargs,
+            )
+            loaded: Sequence[Any] = model.modules
+            raw = model.config
             # v6 keeps the activation in config_sentence_transformers.json, v4-v5 in config.json
             saved = (raw.get("activation_fn") if isinstance(raw, dict) else None) or (
                 (hf_config.get("sentence_transformers") or {}).get("activation_fn")

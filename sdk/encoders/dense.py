@@ -18,7 +18,7 @@ import torch
 
 from sdk.encoders.backends import apply_backend, split_model_kwargs
 from sdk.encoders.base import ModuleEncoder, check_texts, pick_device
-from sdk.encoders.loading import default_dense_model, load_modules, read_json, resolve_model_path
+from sdk.encoders.loading import default_dense_model, load_model_folder
 from sdk.encoders.modules import EncoderModule
 from sdk.errors import InputError
 from sdk.metrics import Similarity
@@ -58,39 +58,23 @@ class DenseEncoder(ModuleEncoder):
         config: dict[str, Any] = {}
         self.model_path: Path | None = None
         if modules is None:
-            path = resolve_model_path(
+            model = load_model_folder(
                 model_name_or_path if model_name_or_path is not None else default_dense_model(),
-                cache_folder=cache_folder,
-                revision=revision,
-                token=token,
-                local_files_only=local_files_only,
-                allow_pickle=allow_pickle,
+                cache_folder=cache_folder, revision=revision, token=token, local_files_only=local_files_only,
+                allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
+                tokenizer_kwargs=tokenizer_kwargs, config_kwargs=config_kwargs,
             )
-            loaded: Sequence[Any] = load_modules(
-                path,
-                allow_pickle=allow_pickle,
-                trust_remote_code=trust_remote_code,
-                model_kwargs=model_kwargs,
-                tokenizer_kwargs=tokenizer_kwargs,
-                config_kwargs=config_kwargs,
-            )
-            raw = read_json(path / "config_sentence_transformers.json")
-            config = raw if isinstance(raw, dict) else {}
-            calibration = calibration or Calibration.load(path)
-            self.model_path = path
+            loaded: Sequence[Any] = model.modules
+            config = model.config
+            calibration = calibration or Calibration.load(model.path)
+            self.model_path = model.path
         else:
             if model_name_or_path is not None:
                 raise InputError("pass either model_name_or_path or modules, not both")
             loaded = list(modules)
         loaded = apply_backend(loaded, backend_options)
         super().__init__(loaded, device=pick_device(device))
-        self.prompts: dict[str, str] = dict(config.get("prompts") or {})
-        self.prompts.update(prompts or {})
-        self.default_prompt_name = default_prompt_name or config.get("default_prompt_name")
-        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
-            raise InputError(
-                f"default_prompt_name {self.default_prompt_name!r} is not among the prompts {sorted(self.prompts)}"
-            )
+        self._init_prompts(config, prompts, default_prompt_name)
         self.similarity_fn_name = Similarity.parse(
             similarity_fn_name or config.get("similarity_fn_name") or Similarity.COSINE
         )
@@ -138,18 +122,6 @@ class DenseEncoder(ModuleEncoder):
             self._truncate_dim = previous
 
     # -- prompts ---------------------------------------------------------------------------
-
-    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
-        if prompt is not None:
-            if not isinstance(prompt, str):
-                raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
-            return prompt
-        name = prompt_name if prompt_name is not None else self.default_prompt_name
-        if name is None:
-            return None
-        if name not in self.prompts:
-            raise InputError(f"prompt_name {name!r} is not defined; this model has prompts {sorted(self.prompts)}")
-        return self.prompts[name]
 
     def _prompt_length(self, prompt: str) -> int:
         ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]

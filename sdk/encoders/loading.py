@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,9 @@ from sdk.errors import ModelLoadError
 
 __all__ = [
     "DEFAULT_DENSE_MODEL",
+    "LoadedModel",
     "default_dense_model",
+    "load_model_folder",
     "load_modules",
     "read_json",
     "resolve_model_path",
@@ -117,3 +121,41 @@ def load_modules(
         except KeyError as exc:
             raise ModelLoadError(f"{folder / 'modules.json'}: entry {entry!r} lacks {exc}") from exc
     return modules
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A resolved model folder, its modules and its config_sentence_transformers.json."""
+
+    path: Path
+    modules: list[tuple[str, EncoderModule]]
+    config: dict[str, Any]
+
+
+def load_model_folder(
+    name_or_path: str | Path,
+    *,
+    cache_folder: str | None = None,
+    revision: str | None = None,
+    token: bool | str | None = None,
+    local_files_only: bool = False,
+    allow_pickle: bool = False,
+    bare_loader: Callable[..., list[tuple[str, EncoderModule]]] | None = None,
+    **load_kwargs: Any,
+) -> LoadedModel:
+    """Resolve a folder or hub id and build its module stack, the one path every encoder loads by.
+
+    ``bare_loader`` builds the stack for a folder without ``modules.json`` (default: Transformer +
+    mean pooling); ``load_kwargs`` reach every module's ``load``.
+    """
+    path = resolve_model_path(
+        name_or_path, cache_folder=cache_folder, revision=revision, token=token,
+        local_files_only=local_files_only, allow_pickle=allow_pickle,
+    )
+    load_kwargs["allow_pickle"] = allow_pickle
+    if bare_loader is not None and not (path / "modules.json").exists():
+        modules = bare_loader(path, **load_kwargs)
+    else:
+        modules = load_modules(path, **load_kwargs)
+    raw = read_json(path / "config_sentence_transformers.json")
+    return LoadedModel(path, modules, raw if isinstance(raw, dict) else {})

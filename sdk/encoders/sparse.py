@@ -19,7 +19,7 @@ import torch
 
 from sdk.encoders.backends import apply_backend, split_model_kwargs
 from sdk.encoders.base import ModuleEncoder, check_texts, pick_device
-from sdk.encoders.loading import load_modules, packaged_model, read_json, resolve_model_path
+from sdk.encoders.loading import load_model_folder, packaged_model, read_json
 from sdk.encoders.modules import (
     EncoderModule,
     MLMTransformer,
@@ -173,22 +173,15 @@ class SparseEncoder(ModuleEncoder):
         config: dict[str, Any] = {}
         self.model_path: Path | None = None
         if modules is None:
-            path = resolve_model_path(
+            model = load_model_folder(
                 model_name_or_path if model_name_or_path is not None else default_sparse_model(),
-                cache_folder=cache_folder, revision=revision, token=token,
-                local_files_only=local_files_only, allow_pickle=allow_pickle,
+                cache_folder=cache_folder, revision=revision, token=token, local_files_only=local_files_only,
+                allow_pickle=allow_pickle, bare_loader=_splade_modules, trust_remote_code=trust_remote_code,
+                model_kwargs=model_kwargs, tokenizer_kwargs=tokenizer_kwargs, config_kwargs=config_kwargs,
             )
-            load_kwargs: dict[str, Any] = {
-                "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code, "model_kwargs": model_kwargs,
-                "tokenizer_kwargs": tokenizer_kwargs, "config_kwargs": config_kwargs,
-            }
-            if (path / "modules.json").exists():
-                loaded: Sequence[Any] = load_modules(path, **load_kwargs)
-            else:
-                loaded = _splade_modules(path, **load_kwargs)
-            raw = read_json(path / "config_sentence_transformers.json")
-            config = raw if isinstance(raw, dict) else {}
-            self.model_path = path
+            loaded: Sequence[Any] = model.modules
+            config = model.config
+            self.model_path = model.path
         else:
             if model_name_or_path is not None:
                 raise InputError("pass either model_name_or_path or modules, not both")
@@ -203,13 +196,7 @@ class SparseEncoder(ModuleEncoder):
         _fill_dimensions(stack)
         loaded = apply_backend(loaded, backend_options)
         super().__init__(loaded, device=pick_device(device))
-        self.prompts: dict[str, str] = dict(config.get("prompts") or {})
-        self.prompts.update(prompts or {})
-        self.default_prompt_name = default_prompt_name or config.get("default_prompt_name")
-        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
-            raise InputError(
-                f"default_prompt_name {self.default_prompt_name!r} is not among the prompts {sorted(self.prompts)}"
-            )
+        self._init_prompts(config, prompts, default_prompt_name)
         self.similarity_fn_name = similarity_fn_name or config.get("similarity_fn_name") or Similarity.DOT
         self.max_active_dims = max_active_dims if max_active_dims is not None else config.get("max_active_dims")
 
@@ -263,18 +250,6 @@ class SparseEncoder(ModuleEncoder):
     get_sentence_embedding_dimension = get_embedding_dimension
 
     # -- prompts ---------------------------------------------------------------------------
-
-    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
-        if prompt is not None:
-            if not isinstance(prompt, str):
-                raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
-            return prompt
-        name = prompt_name if prompt_name is not None else self.default_prompt_name
-        if name is None:
-            return None
-        if name not in self.prompts:
-            raise InputError(f"prompt_name {name!r} is not defined; this model has prompts {sorted(self.prompts)}")
-        return self.prompts[name]
 
     # -- encoding --------------------------------------------------------------------------
 
