@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# The BEIR test data lives beside the checkout (../shared/data); a clone elsewhere finds the workspace copy.
+if [ -z "${SDK_DATA_DIR:-}" ]; then
+  for candidate in "$PWD/../shared/data" /work/shared/data; do
+    if [ -f "$candidate/pyfaq/corpus.jsonl" ]; then export SDK_DATA_DIR="$(cd "$candidate" && pwd)"; break; fi
+  done
+fi
 if [ -x scripts/engines.sh ] && [ -z "${SDK_SKIP_ENGINES:-}" ]; then
   eval "$(scripts/engines.sh start)"
 fi
