@@ -73,12 +73,26 @@ def test_truncate_dim_matches(minilm: DenseEncoder, st_model, texts, dim: int) -
 
 
 @pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
-def test_each_precision_matches(minilm: DenseEncoder, st_model, texts, ours, precision: str) -> None:
+def test_each_precision_matches(minilm: DenseEncoder, st_model, texts, reference, ours, precision: str) -> None:
     # sentence-transformers calibrates on the batch it encodes; give ours the same ranges explicitly.
+    ranges = calibration_ranges(reference)
     ref = st_model.encode(texts, precision=precision)
-    got = minilm.encode(texts, precision=precision, calibration=calibration_ranges(ours))
+    got = minilm.encode(texts, precision=precision, calibration=ranges)
     assert got.dtype == ref.dtype and got.shape == ref.shape
-    np.testing.assert_array_equal(got, ref)
+    mismatch = got.astype(np.int16) != ref.astype(np.int16)
+    if precision in ("binary", "ubinary"):
+        # a bit may differ only where the float sits within ATOL of zero
+        bits = np.unpackbits((got ^ ref).view(np.uint8), axis=1)[:, :384]
+        assert np.all(np.abs(reference[bits.astype(bool)]) <= ATOL)
+        return
+    # floats agree to ATOL (batch composition differs), so a code may move by one bucket only where
+    # the float lies within ATOL of a bucket boundary
+    steps = (ranges[1] - ranges[0]) / 255
+    position = (reference - ranges[0]) / steps
+    near_boundary = np.abs(position - np.round(position)) <= ATOL / steps
+    assert np.abs(got.astype(np.int16) - ref.astype(np.int16)).max() <= 1
+    assert np.all(near_boundary[mismatch]), f"{int((mismatch & ~near_boundary).sum())} codes differ away from a boundary"
+    assert mismatch.mean() < 1e-3
 
 
 def test_saved_folder_loads_in_sentence_transformers(minilm: DenseEncoder, texts, reference, tmp_path: Path) -> None:
