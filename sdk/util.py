@@ -7,7 +7,7 @@ closer; distances are negated) so results compose with the encoders' tensor outp
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,29 @@ def similarity_function(name: str, pairwise: bool = False) -> Callable[[Any, Any
     return table[key]
 
 
+def _chunked_top_k(
+    queries: torch.Tensor,
+    corpus: torch.Tensor,
+    query_chunk_size: int,
+    corpus_chunk_size: int,
+    top_k: int,
+    score_function: Callable[[Any, Any], torch.Tensor],
+) -> Iterator[tuple[int, int, float]]:
+    """``(query index, corpus index, score)`` of each query's top k within every corpus chunk.
+
+    Scoring block by block bounds memory at ``query_chunk_size x corpus_chunk_size`` scores;
+    callers merge the per-chunk candidates (a heap for search, a sort for mining).
+    """
+    for q0 in range(0, len(queries), query_chunk_size):
+        for c0 in range(0, len(corpus), corpus_chunk_size):
+            scores = score_function(queries[q0 : q0 + query_chunk_size], corpus[c0 : c0 + corpus_chunk_size])
+            k = min(top_k, scores.shape[1])
+            values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=False)
+            for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
+                for score, cid in zip(vals, idxs, strict=True):
+                    yield q0 + row, c0 + cid, score
+
+
 def semantic_search(
     query_embeddings: Any,
     corpus_embeddings: Any,
@@ -141,19 +164,12 @@ def semantic_search(
         raise InputError(f"query dim {queries.shape[1]} differs from corpus dim {corpus.shape[1]}")
     corpus = corpus.to(queries.device)
     best: list[list[tuple[float, int]]] = [[] for _ in range(len(queries))]
-    for q0 in range(0, len(queries), query_chunk_size):
-        for c0 in range(0, len(corpus), corpus_chunk_size):
-            scores = score_function(queries[q0 : q0 + query_chunk_size], corpus[c0 : c0 + corpus_chunk_size])
-            k = min(top_k, scores.shape[1])
-            values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=False)
-            for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
-                heap = best[q0 + row]
-                for score, cid in zip(vals, idxs, strict=True):
-                    item = (score, c0 + cid)
-                    if len(heap) < top_k:
-                        heapq.heappush(heap, item)
-                    else:
-                        heapq.heappushpop(heap, item)
+    for qi, cid, score in _chunked_top_k(queries, corpus, query_chunk_size, corpus_chunk_size, top_k, score_function):
+        heap = best[qi]
+        if len(heap) < top_k:
+            heapq.heappush(heap, (score, cid))
+        else:
+            heapq.heappushpop(heap, (score, cid))
     return [
         [{"corpus_id": cid, "score": score} for score, cid in sorted(heap, key=lambda x: (-x[0], x[1]))]
         for heap in best
@@ -191,18 +207,11 @@ def paraphrase_mining_embeddings(
     """All-pairs mining over embeddings: the ``max_pairs`` best ``[score, i, j]`` with ``i < j``."""
     emb = _tensor(embeddings)
     top_k += 1  # each sentence finds itself
-    pairs: list[tuple[float, int, int]] = []
-    for c0 in range(0, len(emb), corpus_chunk_size):
-        for q0 in range(0, len(emb), query_chunk_size):
-            scores = score_function(emb[q0 : q0 + query_chunk_size], emb[c0 : c0 + corpus_chunk_size])
-            k = min(top_k, scores.shape[1])
-            values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=False)
-            for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
-                i = q0 + row
-                for score, cid in zip(vals, idxs, strict=True):
-                    j = c0 + cid
-                    if i != j:
-                        pairs.append((score, min(i, j), max(i, j)))
+    pairs = [
+        (score, min(i, j), max(i, j))
+        for i, j, score in _chunked_top_k(emb, emb, query_chunk_size, corpus_chunk_size, top_k, score_function)
+        if i != j
+    ]
     seen: set[tuple[int, int]] = set()
     out: list[list[float | int]] = []
     for score, i, j in sorted(pairs, key=lambda p: -p[0]):
