@@ -4,7 +4,8 @@ Prepared for a machine with a CUDA GPU (not measured from the CPU-only sessions)
 mixed-length real texts (debpkg descriptions and queries, pyfaq), repeated up to ``--texts``.
 Lines (JSON): sentence-transformers fp16 batch 256; ours fp16 / bf16 at ``--batch-size``
 (length-sorted batches, tokenization in a background thread into pinned memory); and the
-model forward alone on pre-tokenized batches, which bounds what end-to-end can reach.
+model forward alone on pre-tokenized batches, and the feed alone (tokenize + pad + pin, no
+model) on both tokenizer paths: the two bounds on what end-to-end can reach.
 ``--profile`` adds a torch.profiler table of our run (what limits it).
 
     python bench/encode_gpu.py --texts 100000 --batch-size 1024
@@ -87,6 +88,16 @@ def main(argv: list[str] | None = None) -> int:
                     features = module(features)
 
     fwd_rate, _ = timed(forward_only, len(texts), sync)
+
+    # feed alone: what the CPU side delivers with no model (tokenize + pad + pin), both tokenizer paths
+    pin_device = torch.device(args.device)
+
+    def feed(ragged) -> None:
+        for _ in batches(texts, args.batch_size, ours.transformer.tokenize, device=pin_device, ragged=ragged):
+            pass
+
+    feed_fast, _ = timed(lambda: feed(ours.transformer.tokenize_ragged), len(texts), sync)
+    feed_hf, _ = timed(lambda: feed(None), len(texts), sync)
     precision = str(half).removeprefix("torch.")
     for line in (
         {"impl": "sentence-transformers", "backend": "torch", "precision": precision, "batch_size": args.st_batch_size,
@@ -96,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
          "ratio_vs_reference": round(our_rate / st_rate, 2)},
         {"impl": "retrieval-forge forward only (pre-tokenized)", "backend": "torch", "precision": precision,
          "batch_size": args.batch_size, "sentences_per_s": round(fwd_rate, 1), "min_cosine_vs_reference": None},
+        {"impl": "retrieval-forge feed only (Rust tokenizer, numpy padding)", "backend": "tokenizers",
+         "precision": None, "batch_size": args.batch_size, "sentences_per_s": round(feed_fast, 1),
+         "min_cosine_vs_reference": None},
+        {"impl": "retrieval-forge feed only (transformers tokenizer call)", "backend": "tokenizers",
+         "precision": None, "batch_size": args.batch_size, "sentences_per_s": round(feed_hf, 1),
+         "min_cosine_vs_reference": None},
     ):
         print(json.dumps({**line, **common}), flush=True)
     if args.profile:

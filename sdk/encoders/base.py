@@ -140,6 +140,7 @@ class ModuleEncoder(nn.Sequential):
         length: Callable[[Any], int] = len,
         desc: str = "Batches",
         tokenize: Callable[[list[Any]], dict[str, torch.Tensor]] | None = None,
+        ragged: Callable[[list[Any]], Any] | None = None,
         stack: bool = False,
     ) -> Any:
         """Run ``texts`` through the stack in length-sorted batches; ``collect`` turns each batch's
@@ -147,7 +148,8 @@ class ModuleEncoder(nn.Sequential):
 
         Batching (token-length buckets, tokenization ahead in a background thread, pinned memory
         on CUDA) lives in ``backends_pipeline``. ``tokenize`` replaces the first module's tokenizer
-        for stacks whose input module is not a Transformer (a Router picks one per route).
+        for stacks whose input module is not a Transformer (a Router picks one per route);
+        ``ragged`` is its unpadded fast path (``Transformer.tokenize_ragged``), used when it can.
         With ``stack=True`` ``collect`` returns one tensor per batch and the result is a single
         tensor in the caller's order, left on the device: no per-row Python objects and no
         device-to-host sync per batch, so a GPU can queue batch k+1 while batch k runs.
@@ -157,8 +159,9 @@ class ModuleEncoder(nn.Sequential):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         device = device or self.device
-        tokenize = tokenize or self.transformer.tokenize
-        feed = batches(texts, batch_size, tokenize, length=length, device=device)
+        if tokenize is None:
+            tokenize, ragged = self.transformer.tokenize, ragged or getattr(self.transformer, "tokenize_ragged", None)
+        feed = batches(texts, batch_size, tokenize, length=length, device=device, ragged=ragged)
         if show_progress_bar:
             from tqdm.auto import tqdm
 
@@ -208,15 +211,30 @@ class ModuleEncoder(nn.Sequential):
         self, sentences: Any, pool: dict[str, Any], chunk_size: int | None = None, **kwargs: Any
     ) -> Any:
         """``encode`` spread over a pool's workers in chunks; same arguments, same result, same order."""
+        if not callable(getattr(self, "encode", None)):
+            raise CapabilityError(f"{type(self).__name__} has no encode(); use predict(pool=...)")
+        texts, single = check_texts(sentences)
+        return self._in_pool("encode", texts, single, pool, None, chunk_size, kwargs)
+
+    def _in_pool(
+        self, method: str, items: list[Any], single: bool, pool: dict[str, Any] | None,
+        devices: Sequence[str] | None, chunk_size: int | None, kwargs: dict[str, Any],
+    ) -> Any:
+        """``self.<method>(items, **kwargs)`` run by a pool: the caller's, or one started on
+        ``devices`` for this call only (``encode(..., device=["cuda:0", "cuda:1"])``)."""
         from sdk.encoders.backends_pool import combine, map_chunks
 
-        if not callable(getattr(self, "encode", None)):
-            raise CapabilityError(f"{type(self).__name__} has no encode(); a pool spreads encode() calls only")
-        texts, single = check_texts(sentences)
-        if not texts:  # nothing to send; the local call gives the right empty shape
-            map_chunks(pool, "encode", texts, chunk_size, kwargs)  # still validates the pool
-            return self.encode(texts, **kwargs)  # type: ignore[attr-defined]
-        out = combine(map_chunks(pool, "encode", texts, chunk_size, kwargs))
+        own = pool is None
+        if own:
+            pool = self.start_multi_process_pool(devices)
+        try:
+            if not items:  # nothing to send; the local call gives the right empty shape
+                map_chunks(pool, method, items, chunk_size, kwargs)  # still validates the pool
+                return getattr(self, method)(items, **kwargs)
+            out = combine(map_chunks(pool, method, items, chunk_size, kwargs))
+        finally:
+            if own:
+                self.stop_multi_process_pool(pool)
         return out[0] if single else out
 
     # -- saving ----------------------------------------------------------------------------

@@ -187,16 +187,24 @@ class CrossEncoder(ModuleEncoder):
         apply_softmax: bool = False,
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
-        device: str | None = None,
+        device: str | Sequence[str] | None = None,
+        pool: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
     ) -> np.ndarray | torch.Tensor | list[torch.Tensor] | float:
         """Score pairs: one pair in, one score (or one row of label scores) out.
 
         ``activation_fn`` defaults to the model's (sigmoid for 1 label, identity otherwise);
-        ``apply_softmax`` turns multi-label scores into probabilities.
+        ``apply_softmax`` turns multi-label scores into probabilities. ``pool`` (from
+        ``start_multi_process_pool``) or a list of devices spreads the pairs over processes.
         """
         pairs, single = check_pairs(sentences)
         if activation_fn is not None and not callable(activation_fn):
             raise InputError(f"activation_fn must be callable, got {activation_fn!r}")
+        if pool is not None or isinstance(device, (list, tuple)):
+            return self._in_pool("predict", pairs, single, pool, device, chunk_size, dict(
+                batch_size=batch_size, activation_fn=activation_fn, apply_softmax=apply_softmax,
+                convert_to_numpy=convert_to_numpy, convert_to_tensor=convert_to_tensor,
+            ))
         activation = activation_fn if activation_fn is not None else self.activation_fn
         target = pick_device(device) if device is not None else None
         if target is not None and target != self.device:
@@ -233,8 +241,12 @@ class CrossEncoder(ModuleEncoder):
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         activation_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        pool: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Documents by falling score: [{"corpus_id", "score", "text"?}] (1-label models only)."""
+        """Documents by falling score: [{"corpus_id", "score", "text"?}] (1-label models only).
+
+        ``pool`` scores the documents in a multi-process pool, as in ``predict``."""
         if not isinstance(query, str):
             raise InputError(f"query must be a string, got {type(query).__name__}")
         if documents is None or isinstance(documents, str):
@@ -248,7 +260,7 @@ class CrossEncoder(ModuleEncoder):
             )
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size,
                               show_progress_bar=show_progress_bar, activation_fn=activation_fn,
-                              convert_to_tensor=True)
+                              convert_to_tensor=True, pool=pool, chunk_size=chunk_size)
         results = []
         for i, score in enumerate(scores.tolist() if len(documents) else []):
             hit: dict[str, Any] = {"corpus_id": i, "score": score}

@@ -143,7 +143,7 @@ class DenseEncoder(ModuleEncoder):
         precision: Literal["float32", "int8", "uint8", "binary", "ubinary"] = "float32",
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
-        device: str | None = None,
+        device: str | Sequence[str] | None = None,
         normalize_embeddings: bool = False,
         truncate_dim: int | None = None,
         calibration: Calibration | np.ndarray | None = None,
@@ -154,16 +154,17 @@ class DenseEncoder(ModuleEncoder):
 
         ``precision`` int8/uint8 uses the saved calibration (or ``calibration=``), never the
         batch itself, so a single query quantizes exactly as it would inside a large batch.
-        ``pool`` (from ``start_multi_process_pool``) spreads the work over its processes.
+        ``pool`` (from ``start_multi_process_pool``) spreads the work over its processes; a list
+        of devices (``device=["cuda:0", "cuda:1"]``) does the same with a pool for this call only.
         """
-        if pool is not None:
-            return self.encode_multi_process(
-                sentences, pool, chunk_size, prompt_name=prompt_name, prompt=prompt, batch_size=batch_size,
+        texts, single = check_texts(sentences)
+        if pool is not None or isinstance(device, (list, tuple)):
+            return self._in_pool("encode", texts, single, pool, device, chunk_size, dict(
+                prompt_name=prompt_name, prompt=prompt, batch_size=batch_size,
                 output_value=output_value, precision=precision, convert_to_numpy=convert_to_numpy,
                 convert_to_tensor=convert_to_tensor, normalize_embeddings=normalize_embeddings,
                 truncate_dim=truncate_dim, calibration=calibration,
-            )
-        texts, single = check_texts(sentences)
+            ))
         check_precision(precision)
         if output_value not in ("sentence_embedding", "token_embeddings"):
             raise InputError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}")

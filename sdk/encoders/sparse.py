@@ -263,18 +263,27 @@ class SparseEncoder(ModuleEncoder):
         convert_to_tensor: bool = False,
         convert_to_sparse_tensor: bool | None = None,
         save_to_cpu: bool = False,
-        device: str | None = None,
+        device: str | Sequence[str] | None = None,
         max_active_dims: int | None = None,
         task: str | None = None,
+        pool: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
     ) -> SparseVector | list[SparseVector] | torch.Tensor | list[torch.Tensor]:
         """Encode texts. One string in gives one vector out.
 
         Default output: ``SparseVector`` per text. ``convert_to_tensor=True``: one stacked torch
         sparse COO tensor (dense with ``convert_to_sparse_tensor=False``);
         ``convert_to_sparse_tensor=True`` alone: a list of 1-D sparse tensors. ``task`` picks the
-        Router route ("query" / "document"); models without a Router ignore it.
+        Router route ("query" / "document"); models without a Router ignore it. ``pool`` (from
+        ``start_multi_process_pool``) or a list of devices spreads the work over processes.
         """
         texts, single = check_texts(sentences)
+        if pool is not None or isinstance(device, (list, tuple)):
+            return self._in_pool("encode", texts, single, pool, device, chunk_size, dict(
+                prompt_name=prompt_name, prompt=prompt, batch_size=batch_size, convert_to_tensor=convert_to_tensor,
+                convert_to_sparse_tensor=convert_to_sparse_tensor, save_to_cpu=True,
+                max_active_dims=max_active_dims, task=task,
+            ))
         limit = _check_max_active_dims(max_active_dims) if max_active_dims is not None else self.max_active_dims
         if task is not None and not isinstance(task, str):
             raise InputError(f"task must be a string such as 'query' or 'document', got {type(task).__name__}")
@@ -288,11 +297,13 @@ class SparseEncoder(ModuleEncoder):
         if isinstance(first, Router):
             first.route(task)  # fail before any work when the task has no route
             tokenize, extra = partial(first.tokenize, task=task), {"task": task}
+            ragged = getattr(first.input_module(task), "tokenize_ragged", None)
         else:
             tokenize, extra = first.tokenize, None
+            ragged = getattr(first, "tokenize_ragged", None)
         rows = self.run_batches(
             texts, batch_size, lambda f: _rows(f["sentence_embedding"], limit),
-            show_progress_bar=show_progress_bar, extra_features=extra, tokenize=tokenize,
+            show_progress_bar=show_progress_bar, extra_features=extra, tokenize=tokenize, ragged=ragged,
         )
         if not convert_to_tensor and not convert_to_sparse_tensor:
             vectors = [_vector(r) for r in rows]

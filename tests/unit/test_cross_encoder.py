@@ -192,3 +192,25 @@ def test_lazy_export() -> None:
     import sdk
 
     assert sdk.CrossEncoder is CrossEncoder
+
+
+def test_predict_and_rank_in_a_multi_process_pool(ce1: CrossEncoder, ce3: CrossEncoder) -> None:
+    pairs = [(q, f"{d} {i}") for i, (q, d) in enumerate(PAIRS * 5)]
+    local = ce1.predict(pairs, batch_size=4)
+    pool = ce1.start_multi_process_pool(["cpu", "cpu"])
+    try:
+        scores = ce1.predict(pairs, batch_size=4, pool=pool, chunk_size=3)
+        assert scores.shape == local.shape and np.abs(scores - local).max() < 1e-6
+        assert abs(ce1.predict(pairs[4], pool=pool) - local[4]) < 1e-6
+        docs = [d for _, d in pairs]
+        pooled, alone = ce1.rank(pairs[0][0], docs, pool=pool), ce1.rank(pairs[0][0], docs)
+        assert sorted(h["corpus_id"] for h in pooled) == list(range(len(docs)))
+        assert np.allclose([h["score"] for h in pooled], [h["score"] for h in alone], atol=1e-6)
+        assert ce1.predict([], pool=pool).shape == (0,)
+    finally:
+        ce1.stop_multi_process_pool(pool)
+    # a list of devices starts a pool for this call only
+    probs = ce3.predict(pairs, apply_softmax=True, device=["cpu", "cpu"], chunk_size=4)
+    assert probs.shape == (len(pairs), 3) and np.abs(probs - ce3.predict(pairs, apply_softmax=True)).max() < 1e-6
+    with pytest.raises(InputError, match="start_multi_process_pool"):
+        ce1.predict(pairs, pool={"input": None})

@@ -96,3 +96,11 @@ def test_multi_process_pool_on_two_cpu_workers(tiny_bert_dir: Path, tmp_path: Pa
         encoder.stop_multi_process_pool(pool)
     with pytest.raises(InputError, match="start_multi_process_pool"):
         encoder.encode(texts, pool={"bad": 1})
+
+
+def test_a_list_of_devices_encodes_in_a_pool_for_that_call(tiny_bert: DenseEncoder) -> None:
+    texts = _texts(40, seed=4)
+    out = tiny_bert.encode(texts, device=["cpu", "cpu"], chunk_size=10, normalize_embeddings=True)
+    assert np.abs(out - tiny_bert.encode(texts, normalize_embeddings=True)).max() < 1e-5
+    with pytest.raises(InputError, match="non-empty"):
+        tiny_bert.encode(texts, device=[])

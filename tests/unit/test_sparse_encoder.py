@@ -315,3 +315,20 @@ def test_lazy_export() -> None:
     import sdk
 
     assert sdk.SparseEncoder is SparseEncoder
+
+
+def test_multi_process_pool_gives_the_local_vectors(splade: SparseEncoder) -> None:
+    texts = [f"{t} {i}" for i, t in enumerate(TEXTS * 6)]
+    local = splade.encode(texts, batch_size=4)
+    pool = splade.start_multi_process_pool(["cpu", "cpu"])
+    try:
+        pooled = splade.encode(texts, batch_size=4, pool=pool, chunk_size=5)
+        assert len(pooled) == len(local)
+        for a, b in zip(pooled, local, strict=True):
+            assert np.array_equal(a.indices, b.indices) and np.allclose(a.values, b.values, atol=1e-6)
+        matrix = splade.encode(texts, pool=pool, chunk_size=7, convert_to_tensor=True)
+        assert torch.allclose(matrix.to_dense(), splade.encode(texts, convert_to_tensor=True).to_dense(), atol=1e-6)
+        one = splade.encode(texts[2], pool=pool, max_active_dims=3)
+        assert isinstance(one, SparseVector) and len(one.indices) <= 3
+    finally:
+        splade.stop_multi_process_pool(pool)

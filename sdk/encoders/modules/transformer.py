@@ -16,6 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from sdk.encoders.modules.base import EncoderModule
+from sdk.encoders.tokenize_fast import FastTokenizer, RaggedTokens
 from sdk.encoders.weights import has_pickle_only, pickle_refused
 from sdk.errors import ModelLoadError
 
@@ -154,6 +155,32 @@ class Transformer(EncoderModule):
                 return_tensors="pt",
             )
         )
+
+    def tokenize_ragged(
+        self, texts: Sequence[str] | Sequence[tuple[str, str]], max_length: int | None = None
+    ) -> RaggedTokens | None:
+        """``tokenize`` without the padding, through the Rust tokenizer; None where that is not exact.
+
+        The batching pipeline pads each batch itself (see ``sdk.encoders.tokenize_fast``).
+        """
+        cached = self.__dict__.get("_fast_tokenizer")
+        if cached is None or cached[0] != FastTokenizer.settings_of(self.tokenizer):
+            # first use, or the tokenizer (or its padding/truncation side) was changed since
+            cached = (FastTokenizer.settings_of(self.tokenizer), FastTokenizer.wrap(self.tokenizer))
+            self.__dict__["_fast_tokenizer"] = cached
+        fast = cached[1]
+        if fast is None:
+            return None
+        if texts and isinstance(texts[0], tuple):
+            items: list[Any] = [(self._prep(a), self._prep(b)) for a, b in texts]  # type: ignore[misc]
+        else:
+            items = [self._prep(t) for t in texts]  # type: ignore[arg-type]
+        return fast(items, max_length or self.max_seq_length)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_fast_tokenizer", None)  # rebuilt on first use in the receiving process
+        return state
 
     def _prep(self, text: str) -> str:
         return text.lower() if self.do_lower_case else text
