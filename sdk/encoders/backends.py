@@ -14,6 +14,9 @@ Backend options travel in ``model_kwargs`` like sentence-transformers':
   ``intra_op_num_threads``.
 * torch: ``torch_dtype`` / ``dtype`` (``"float16"``, ``"bfloat16"``, a ``torch.dtype``) to run
   in half precision on a GPU; the whole module stack is cast so Dense layers match.
+
+A folder that ships ONNX files and no torch weights (``onnx/model.onnx`` next to config and
+tokenizer) loads as a weightless skeleton and runs on ``backend="onnx"`` only.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import torch
 from torch import nn
 
 from sdk.encoders.modules import Router, Transformer
-from sdk.errors import CapabilityError, InputError
+from sdk.encoders.weights import is_weightless
+from sdk.errors import CapabilityError, InputError, ModelLoadError
 
 __all__ = ["BACKENDS", "BackendOptions", "apply_backend", "split_model_kwargs", "transformers_in"]
 
@@ -113,6 +117,13 @@ def apply_backend(modules: Sequence[Any], options: BackendOptions) -> list[Any]:
     """Prepare a loaded module stack for ``options.backend``; returns the (same) modules."""
     stack = list(modules)
     if options.backend == "torch":
+        for transformer in transformers_in(stack):
+            if is_weightless(transformer.auto_model):
+                folder = transformer.auto_model.name_or_path
+                raise ModelLoadError(
+                    f"{folder} ships ONNX files but no torch weights (model.safetensors); "
+                    "load it with backend='onnx', or add the safetensors weights to run it on torch"
+                )
         if options.dtype is not None:
             for module in stack:
                 (module[1] if isinstance(module, tuple) else module).to(options.dtype)
@@ -131,7 +142,8 @@ def apply_backend(modules: Sequence[Any], options: BackendOptions) -> list[Any]:
             model, transformer.tokenizer, names, file_name=options.file_name, quantize=options.quantize,
             export_dir=options.export_dir, force_export=options.export,
         )
-        transformer.auto_model = OrtModel(path, model.to("cpu").eval(), options.providers, options.threads)
+        torch_model = model if is_weightless(model) else model.to("cpu").eval()
+        transformer.auto_model = OrtModel(path, torch_model, options.providers, options.threads)
     return stack
 
 

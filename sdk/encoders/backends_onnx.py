@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdk.encoders.weights import is_weightless
 from sdk.errors import CapabilityError, InputError, MissingDependencyError, ModelLoadError
 
 __all__ = [
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 SIDECAR = "sdk_export.json"
 OPSET = 17
+_OUTPUT_NAMES = ("output", "last_hidden_state", "token_embeddings", "logits")
 _QINT8 = re.compile(r"^model_qint8_(arm64|avx2|avx512|avx512_vnni)\.onnx$")
 
 
@@ -229,8 +231,13 @@ def export_folder(model: nn.Module, export_dir: str | Path | None, fingerprint: 
         if _writable(folder):
             return folder
         logger.warning("model folder %s is read-only; ONNX files go to the user cache", source)
+    return cache_folder(fingerprint)
+
+
+def cache_folder(fingerprint: str) -> Path:
+    """The user-cache folder for graphs whose model folder is read-only, one per source."""
     cache = Path(os.environ.get("SDK_CACHE_DIR", Path.home() / ".cache" / "retrieval-forge")).expanduser()
-    return cache / "onnx" / fingerprint
+    return cache / "onnx" / fingerprint.replace(":", "_")
 
 
 def resolve_onnx_file(
@@ -267,6 +274,8 @@ def resolve_onnx_file(
                 f"pass an existing file, '{ONNX_FILE}' or '{quantized_name()}' (both are created on demand)"
             )
         name = base
+    if is_weightless(model):
+        return _shipped_onnx_file(source, name, export_dir, force_export)
     fingerprint = weights_fingerprint(model)
     folder = export_folder(model, export_dir, fingerprint)
     target = folder / name
@@ -288,8 +297,55 @@ def resolve_onnx_file(
     return target
 
 
+def _shipped_onnx_file(source: Path, name: str, export_dir: str | Path | None, force_export: bool) -> Path:
+    """The file to run for a folder with ONNX graphs and no torch weights: nothing can be exported.
+
+    ``model.onnx`` must be there; the int8 file is used when shipped, else quantized from it.
+    """
+    if force_export:
+        raise ModelLoadError(
+            f"{source} has no torch weights, so its ONNX graph cannot be re-exported; drop export=True"
+        )
+    places = [source / "onnx", source] + ([Path(export_dir).expanduser()] if export_dir is not None else [])
+    found = next((d / name for d in places if (d / name).is_file()), None)
+    if found is not None:
+        return found
+    fp32 = next((d / ONNX_FILE for d in places if (d / ONNX_FILE).is_file()), None)
+    if fp32 is None:
+        shipped = sorted(str(f.relative_to(source)) for d in places[:2] for f in d.glob("*.onnx"))
+        raise ModelLoadError(
+            f"{source} has no torch weights and no {name}; its ONNX files are {shipped or 'none'}: "
+            "pick one with model_kwargs={'file_name': ...}, or add model.safetensors to export from"
+        )
+    digest = _file_digest(fp32)
+    if export_dir is not None:
+        folder = Path(export_dir).expanduser()
+    elif _writable(fp32.parent):
+        folder = fp32.parent
+    else:
+        folder = cache_folder(digest)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    if not target.is_file():
+        match = _QINT8.match(name)
+        quantize_int8(fp32, target, match.group(1) if match else None)
+        _record(folder, name, digest, quantization="dynamic int8, per-channel weights", source="model.onnx")
+    return target
+
+
+def _file_digest(path: Path) -> str:
+    """Identifies a shipped ONNX graph (what a quantized copy came from) when there are no torch weights."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return "onnx:" + digest.hexdigest()
+
+
 def _fresh(path: Path, model: nn.Module) -> bool:
     """A found file is used unless our own sidecar says it came from other weights."""
+    if is_weightless(model):
+        return True  # nothing to compare against: the shipped graph is the model
     recorded = _read_sidecar(path.parent).get(path.name, {}).get("source_fingerprint")
     return recorded is None or recorded == weights_fingerprint(model)
 
@@ -348,7 +404,9 @@ class OrtModel(nn.Module):
             except Exception as exc:  # onnxruntime raises its own untyped errors
                 raise ModelLoadError(f"onnxruntime cannot load {self.path}: {exc}") from exc
             self._inputs = [i.name for i in self._session.get_inputs()]
-            self._output = self._session.get_outputs()[0].name
+            outputs = [o.name for o in self._session.get_outputs()]
+            # ours name it "output"; optimum's (the hub's onnx/ folders) "last_hidden_state" or "logits"
+            self._output = next((n for n in _OUTPUT_NAMES if n in outputs), outputs[0])
         return self._session
 
     def forward(self, input_ids: torch.Tensor, **inputs: Any) -> OrtOutput:
@@ -368,15 +426,28 @@ class OrtModel(nn.Module):
         return None
 
     def save_pretrained(self, folder: str | Path, **kwargs: Any) -> None:
-        """Torch weights as usual, plus the ONNX file in use under ``onnx/``."""
-        self.__dict__["torch_model"].save_pretrained(folder, **kwargs)
+        """Torch weights as usual, plus the ONNX file in use under ``onnx/``.
+
+        A model loaded from ONNX files alone has no torch weights to write: its config and the
+        graphs (the one in use and ``model.onnx`` beside it) are what it saves.
+        """
+        torch_model = self.__dict__["torch_model"]
+        if is_weightless(torch_model):
+            torch_model.config.save_pretrained(folder)
+        else:
+            torch_model.save_pretrained(folder, **kwargs)
         target = Path(folder) / "onnx"
         target.mkdir(parents=True, exist_ok=True)
-        if self.path.resolve() != (target / self.path.name).resolve():
-            shutil.copyfile(self.path, target / self.path.name)
-            info = dict(_read_sidecar(self.path.parent).get(self.path.name) or {})
+        files = [self.path]
+        if is_weightless(torch_model) and self.path.name != ONNX_FILE and (self.path.parent / ONNX_FILE).is_file():
+            files.append(self.path.parent / ONNX_FILE)
+        for file in files:
+            if file.resolve() == (target / file.name).resolve():
+                continue
+            shutil.copyfile(file, target / file.name)
+            info = dict(_read_sidecar(file.parent).get(file.name) or {})
             if "source_fingerprint" in info:
-                _record(target, self.path.name, info.pop("source_fingerprint"), **info)
+                _record(target, file.name, info.pop("source_fingerprint"), **info)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -13,7 +13,16 @@ from safetensors.torch import load_file, save_file
 
 from sdk.errors import ModelLoadError
 
-__all__ = ["PICKLE_FILE", "SAFETENSORS_FILE", "has_pickle_only", "load_state_dict", "save_state_dict"]
+__all__ = [
+    "PICKLE_FILE",
+    "SAFETENSORS_FILE",
+    "has_pickle_only",
+    "has_torch_weights",
+    "is_weightless",
+    "load_state_dict",
+    "onnx_files",
+    "save_state_dict",
+]
 
 SAFETENSORS_FILE = "model.safetensors"
 PICKLE_FILE = "pytorch_model.bin"
@@ -24,6 +33,25 @@ def has_pickle_only(folder: Path) -> bool:
     has_safe = any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists()
     has_pickle = any(folder.glob("pytorch_model*.bin"))
     return has_pickle and not has_safe
+
+
+def has_torch_weights(folder: Path) -> bool:
+    """True when ``folder`` has transformers weights of any format (safetensors, sharded, pickle)."""
+    return (
+        any(folder.glob("*.safetensors"))
+        or any(folder.glob("*.safetensors.index.json"))
+        or any(folder.glob("pytorch_model*.bin"))
+    )
+
+
+def is_weightless(model: torch.nn.Module) -> bool:
+    """True for the meta-device skeleton that stands in for the weights of an ONNX-only folder."""
+    return any(p.is_meta for p in model.parameters())
+
+
+def onnx_files(folder: Path) -> list[Path]:
+    """ONNX graphs shipped with a model: ``onnx/*.onnx`` (sentence-transformers' layout) or top level."""
+    return sorted(folder.glob("onnx/*.onnx")) + sorted(folder.glob("*.onnx"))
 
 
 def pickle_refused(folder: Path) -> ModelLoadError:

@@ -7,6 +7,7 @@ import pickle
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,3 +209,75 @@ def test_cli_export_detects_sparse_and_cross(mlm_dir: Path, tmp_path: Path, caps
     assert main(["export", "onnx", str(ce), "--json"]) == 0
     assert '"kind": "cross"' in capsys.readouterr().out
     assert main(["export", "onnx", str(tmp_path / "nope")]) == 1
+
+
+# -- folders that ship ONNX graphs and no torch weights ---------------------------------------------
+
+
+def _onnx_only(folder: Path, exported_by: Any) -> Path:
+    """Export ``folder``'s graph, then delete its torch weights: what an ONNX-only hub repo looks like."""
+    exported_by(folder, device="cpu", backend="onnx")
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    (folder / "onnx" / SIDECAR).unlink()
+    return folder
+
+
+def test_onnx_only_dense_folder_runs_quantizes_and_saves(bert_dir: Path, tmp_path: Path) -> None:
+    ref = DenseEncoder(bert_dir, device="cpu").encode(TEXTS, batch_size=4)
+    folder = _onnx_only(bert_dir, DenseEncoder)
+    enc = DenseEncoder(folder, device="cpu", backend="onnx")
+    assert np.abs(enc.encode(TEXTS, batch_size=4) - ref).max() <= ATOL
+    with pytest.raises(ModelLoadError, match="backend='onnx'"):
+        DenseEncoder(folder, device="cpu")
+    with pytest.raises(ModelLoadError, match="cannot be re-exported"):
+        DenseEncoder(folder, device="cpu", backend="onnx", model_kwargs={"export": True})
+    int8 = DenseEncoder(folder, device="cpu", backend="onnx", model_kwargs={"quantize": "int8"})
+    assert _ort(int8)[0].path == folder / "onnx" / quantized_name()  # quantized from the shipped fp32 graph
+    assert float((int8.encode(TEXTS) * ref).sum(1).mean()) > 0.95
+    int8.save(tmp_path / "saved")
+    assert sorted(p.name for p in (tmp_path / "saved" / "onnx").glob("*.onnx")) == sorted([ONNX_FILE, quantized_name()])
+    assert not list((tmp_path / "saved").glob("*.safetensors"))
+    again = DenseEncoder(tmp_path / "saved", device="cpu", backend="onnx")
+    assert np.abs(again.encode(TEXTS, batch_size=4) - ref).max() <= ATOL
+
+
+def test_onnx_only_folder_without_model_onnx_names_the_files_it_has(bert_dir: Path) -> None:
+    folder = _onnx_only(bert_dir, DenseEncoder)
+    os.replace(folder / "onnx" / ONNX_FILE, folder / "onnx" / "model_O3.onnx")
+    with pytest.raises(ModelLoadError, match="model_O3.onnx.*file_name"):
+        DenseEncoder(folder, device="cpu", backend="onnx")
+    enc = DenseEncoder(folder, device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_O3.onnx"})
+    assert enc.encode(TEXTS[:2]).shape == (2, enc.get_sentence_embedding_dimension())
+
+
+def test_onnx_only_graph_with_hub_output_names(bert_dir: Path) -> None:
+    """Graphs exported by optimum (the hub's onnx/ folders) name the output last_hidden_state."""
+    import onnx
+
+    ref = DenseEncoder(bert_dir, device="cpu").encode(TEXTS, batch_size=4)
+    folder = _onnx_only(bert_dir, DenseEncoder)
+    graph = onnx.load(str(folder / "onnx" / ONNX_FILE))
+    for node in graph.graph.node:
+        node.output[:] = ["last_hidden_state" if o == "output" else o for o in node.output]
+    graph.graph.output[0].name = "last_hidden_state"
+    onnx.save(graph, str(folder / "onnx" / ONNX_FILE))
+    enc = DenseEncoder(folder, device="cpu", backend="onnx")
+    assert _ort(enc)[0].session.get_outputs()[0].name == "last_hidden_state"
+    assert np.abs(enc.encode(TEXTS, batch_size=4) - ref).max() <= ATOL
+
+
+def test_onnx_only_sparse_and_cross_encoder_folders(mlm_dir: Path, tmp_path: Path) -> None:
+    sparse = _copy(mlm_dir, tmp_path, "sparse")
+    ref = SparseEncoder(sparse, device="cpu").encode(TEXTS, convert_to_tensor=True, convert_to_sparse_tensor=False)
+    _onnx_only(sparse, SparseEncoder)
+    out = SparseEncoder(sparse, device="cpu", backend="onnx").encode(
+        TEXTS, convert_to_tensor=True, convert_to_sparse_tensor=False)
+    assert (out - ref).abs().max().item() <= ATOL
+    cross = build_tiny_cross_encoder(tmp_path / "ce", num_labels=1)
+    pairs = [(TEXTS[i], TEXTS[-1 - i]) for i in range(len(TEXTS))]
+    scores = CrossEncoder(cross, device="cpu").predict(pairs)
+    _onnx_only(cross, CrossEncoder)
+    assert np.abs(CrossEncoder(cross, device="cpu", backend="onnx").predict(pairs) - scores).max() <= ATOL
+    with pytest.raises(ModelLoadError, match="no torch weights"):
+        CrossEncoder(cross, device="cpu")

@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 
 from sdk.encoders.modules.base import EncoderModule
 from sdk.encoders.tokenize_fast import FastTokenizer, RaggedTokens
-from sdk.encoders.weights import has_pickle_only, pickle_refused
+from sdk.encoders.weights import has_pickle_only, has_torch_weights, onnx_files, pickle_refused
 from sdk.errors import ModelLoadError
 
 __all__ = ["Transformer"]
@@ -104,13 +104,16 @@ class Transformer(EncoderModule):
         try:
             with _quiet_transformers():
                 config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, **(config_kwargs or {}))
-                model = cls.auto_class.from_pretrained(
-                    folder,
-                    config=config,
-                    trust_remote_code=trust_remote_code,
-                    use_safetensors=None if allow_pickle else True,
-                    **(model_kwargs or {}),
-                )
+                if not has_torch_weights(folder) and onnx_files(folder):
+                    model = cls._weightless(folder, config, trust_remote_code)
+                else:
+                    model = cls.auto_class.from_pretrained(
+                        folder,
+                        config=config,
+                        trust_remote_code=trust_remote_code,
+                        use_safetensors=None if allow_pickle else True,
+                        **(model_kwargs or {}),
+                    )
             tokenizer = AutoTokenizer.from_pretrained(
                 folder, trust_remote_code=trust_remote_code, **(tokenizer_kwargs or {})
             )
@@ -122,6 +125,18 @@ class Transformer(EncoderModule):
             max_seq_length=max_seq_length or settings.get("max_seq_length"),
             do_lower_case=bool(settings.get("do_lower_case", False)),
         )
+
+    @classmethod
+    def _weightless(cls, folder: Path, config: Any, trust_remote_code: bool) -> PreTrainedModel:
+        """The architecture without weights (on the meta device) for a folder that ships only ONNX files.
+
+        Such a folder runs on ``backend="onnx"`` alone; the skeleton supplies the config and the
+        forward signature, and ``sdk.encoders.backends`` refuses it on the torch backend.
+        """
+        with torch.device("meta"):
+            model = cls.auto_class.from_config(config, trust_remote_code=trust_remote_code)
+        model.config._name_or_path = str(folder)
+        return model.eval()
 
     def get_config(self) -> dict[str, Any]:
         return {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case}
