@@ -79,9 +79,28 @@ def _worker(device: str, encoder: Any, inputs: Any, outputs: Any, threads: int) 
         chunk_id, method, items, kwargs = inputs.get()
         try:
             result = getattr(encoder, method)(items, **kwargs)
-            outputs.put((chunk_id, result, None))
+            outputs.put((chunk_id, _pack(result), None))
         except Exception as exc:  # sent back and re-raised in the parent
             outputs.put((chunk_id, None, f"{type(exc).__name__}: {exc}"))
+
+
+class _SparseCOO(tuple):
+    """A sparse COO tensor as its parts for the queue: torch's own sparse pickling rebuilds it
+    without invariant checks and warns about that in the parent on every chunk."""
+
+
+def _pack(result: Any) -> Any:
+    if isinstance(result, torch.Tensor) and result.layout == torch.sparse_coo:
+        result = result.coalesce()
+        return _SparseCOO((result.indices(), result.values(), tuple(result.shape)))
+    return result
+
+
+def _unpack(result: Any) -> Any:
+    if isinstance(result, _SparseCOO):
+        indices, values, shape = result
+        return torch.sparse_coo_tensor(indices, values, shape, is_coalesced=True, check_invariants=True)
+    return result
 
 
 def map_chunks(pool: Pool, method: str, items: Sequence[Any], chunk_size: int | None, kwargs: dict[str, Any]) -> list[Any]:
@@ -112,7 +131,7 @@ def map_chunks(pool: Pool, method: str, items: Sequence[Any], chunk_size: int | 
         if error is not None:
             errors.append(error)
         else:
-            results[chunk_id] = result
+            results[chunk_id] = _unpack(result)
     if errors:
         raise SDKError(f"a pool worker failed: {errors[0]}")
     return [results[i] for i in range(len(chunks))]
@@ -126,5 +145,6 @@ def combine(parts: list[Any]) -> Any:
     if isinstance(first, np.ndarray):
         return np.concatenate(parts)
     if isinstance(first, torch.Tensor):
-        return torch.cat(parts)
+        joined = torch.cat(parts)
+        return joined.coalesce() if joined.layout == torch.sparse_coo else joined  # as a local encode gives
     return [row for part in parts for row in part]
