@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdk.encoders.weights import is_weightless
+from sdk.encoders.weights import is_weightless, onnx_files
 from sdk.errors import CapabilityError, InputError, MissingDependencyError, ModelLoadError
 
 __all__ = [
@@ -231,13 +231,8 @@ def export_folder(model: nn.Module, export_dir: str | Path | None, fingerprint: 
         if _writable(folder):
             return folder
         logger.warning("model folder %s is read-only; ONNX files go to the user cache", source)
-    return cache_folder(fingerprint)
-
-
-def cache_folder(fingerprint: str) -> Path:
-    """The user-cache folder for graphs whose model folder is read-only, one per source."""
     cache = Path(os.environ.get("SDK_CACHE_DIR", Path.home() / ".cache" / "retrieval-forge")).expanduser()
-    return cache / "onnx" / fingerprint.replace(":", "_")
+    return cache / "onnx" / fingerprint
 
 
 def resolve_onnx_file(
@@ -275,7 +270,7 @@ def resolve_onnx_file(
             )
         name = base
     if is_weightless(model):
-        return _shipped_onnx_file(source, name, export_dir, force_export)
+        return _shipped_onnx_file(model, source, name, export_dir, force_export)
     fingerprint = weights_fingerprint(model)
     folder = export_folder(model, export_dir, fingerprint)
     target = folder / name
@@ -297,7 +292,9 @@ def resolve_onnx_file(
     return target
 
 
-def _shipped_onnx_file(source: Path, name: str, export_dir: str | Path | None, force_export: bool) -> Path:
+def _shipped_onnx_file(
+    model: nn.Module, source: Path, name: str, export_dir: str | Path | None, force_export: bool
+) -> Path:
     """The file to run for a folder with ONNX graphs and no torch weights: nothing can be exported.
 
     ``model.onnx`` must be there; the int8 file is used when shipped, else quantized from it.
@@ -312,18 +309,13 @@ def _shipped_onnx_file(source: Path, name: str, export_dir: str | Path | None, f
         return found
     fp32 = next((d / ONNX_FILE for d in places if (d / ONNX_FILE).is_file()), None)
     if fp32 is None:
-        shipped = sorted(str(f.relative_to(source)) for d in places[:2] for f in d.glob("*.onnx"))
+        shipped = [str(f.relative_to(source)) for f in onnx_files(source)]
         raise ModelLoadError(
             f"{source} has no torch weights and no {name}; its ONNX files are {shipped or 'none'}: "
             "pick one with model_kwargs={'file_name': ...}, or add model.safetensors to export from"
         )
     digest = _file_digest(fp32)
-    if export_dir is not None:
-        folder = Path(export_dir).expanduser()
-    elif _writable(fp32.parent):
-        folder = fp32.parent
-    else:
-        folder = cache_folder(digest)
+    folder = export_folder(model, export_dir, digest)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
     if not target.is_file():
@@ -339,7 +331,7 @@ def _file_digest(path: Path) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return "onnx:" + digest.hexdigest()
+    return "onnx-" + digest.hexdigest()
 
 
 def _fresh(path: Path, model: nn.Module) -> bool:
@@ -432,14 +424,15 @@ class OrtModel(nn.Module):
         graphs (the one in use and ``model.onnx`` beside it) are what it saves.
         """
         torch_model = self.__dict__["torch_model"]
-        if is_weightless(torch_model):
+        weightless = is_weightless(torch_model)
+        if weightless:
             torch_model.config.save_pretrained(folder)
         else:
             torch_model.save_pretrained(folder, **kwargs)
         target = Path(folder) / "onnx"
         target.mkdir(parents=True, exist_ok=True)
         files = [self.path]
-        if is_weightless(torch_model) and self.path.name != ONNX_FILE and (self.path.parent / ONNX_FILE).is_file():
+        if weightless and self.path.name != ONNX_FILE and (self.path.parent / ONNX_FILE).is_file():
             files.append(self.path.parent / ONNX_FILE)
         for file in files:
             if file.resolve() == (target / file.name).resolve():

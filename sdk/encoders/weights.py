@@ -28,20 +28,22 @@ SAFETENSORS_FILE = "model.safetensors"
 PICKLE_FILE = "pytorch_model.bin"
 
 
+def _has_safetensors(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists()
+
+
+def _has_pickle(folder: Path) -> bool:
+    return any(folder.glob("pytorch_model*.bin"))
+
+
 def has_pickle_only(folder: Path) -> bool:
     """True when ``folder`` has pickle weights and no safetensors weights at all."""
-    has_safe = any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists()
-    has_pickle = any(folder.glob("pytorch_model*.bin"))
-    return has_pickle and not has_safe
+    return _has_pickle(folder) and not _has_safetensors(folder)
 
 
 def has_torch_weights(folder: Path) -> bool:
     """True when ``folder`` has transformers weights of any format (safetensors, sharded, pickle)."""
-    return (
-        any(folder.glob("*.safetensors"))
-        or any(folder.glob("*.safetensors.index.json"))
-        or any(folder.glob("pytorch_model*.bin"))
-    )
+    return _has_safetensors(folder) or _has_pickle(folder)
 
 
 def is_weightless(model: torch.nn.Module) -> bool:
