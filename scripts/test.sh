@@ -12,6 +12,11 @@ if [ -z "${SDK_DATA_DIR:-}" ]; then
   done
 fi
 if [ -x scripts/engines.sh ] && [ -z "${SDK_SKIP_ENGINES:-}" ]; then
+  # Engines this run starts are stopped when it ends (SDK_KEEP_ENGINES=1 keeps them), so no server
+  # outlives its clone and a later run never reuses one whose data folder is gone.
+  if ! scripts/engines.sh status >/dev/null 2>&1 && [ -z "${SDK_KEEP_ENGINES:-}" ]; then
+    trap 'scripts/engines.sh stop >&2 || true' EXIT
+  fi
   eval "$(scripts/engines.sh start)"
 fi
 .venv/bin/python -m pytest "$@"
