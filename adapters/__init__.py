@@ -1,8 +1,12 @@
-"""Database adapters: one sub-package per database behind the protocol in ``adapters.base``.
+"""Database adapters: one sub-package per database, built from the public adapter kit.
 
-``connect(url)`` returns the adapter for a URL and imports only that database's driver.
+The kit: ``adapters.base`` (the ``Adapter`` template and everything it speaks in),
+``adapters.validate``, ``adapters.filters``, ``adapters.retry``, ``adapters.ids``,
+``adapters.guard``, ``adapters.drivers``; the conformance suite is ``adapters.testing``.
+Adapters are found by URL scheme through ``sdk.core.registry`` (entry points in the group
+``retrieval_forge.adapters``); ``connect(url)`` here is the same function.
 """
 
-from adapters._connect import connect
+from sdk.core.registry import connect, register_adapter
 
-__all__ = ["connect"]
+__all__ = ["connect", "register_adapter"]

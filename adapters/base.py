@@ -1,13 +1,18 @@
-"""The adapter protocol every database implements, and the values it speaks in.
+"""The adapter kit: the ``Adapter`` template every database implements, and what it speaks in.
 
 ``Adapter`` is a template: its public methods do everything that must be identical across
 databases (capability checks, the metadata guard, record and query validation, batching,
 retries and error translation) and call a handful of ``_hooks`` that hold the driver calls.
 A new database therefore writes only its mapping table, filter translation and client calls.
 
-Public names re-exported here: ``Adapter``, ``Capabilities``, ``CollectionSpec``, ``DenseField``,
-``SparseField``, ``PayloadField``, ``IndexParams``, ``FilterTranslator``, ``RetryPolicy``,
-``point_id``, ``rrf_fuse``, ``PreparedRecord``, ``QueryPlan``.
+Everything an adapter author needs is importable from here (or from the public module named
+in brackets): ``Adapter``; ``Capabilities`` (``sdk.core.capabilities``); ``CollectionSpec``,
+``DenseField``, ``SparseField``, ``PayloadField``, ``IndexParams``, ``check_name``
+(``sdk.core.spec``); ``PreparedRecord``, ``QueryPlan``, ``DenseLeg``, ``SparseLeg``
+(``adapters.validate``); ``FilterTranslator``, ``PythonFilter`` (``adapters.filters``);
+``RetryPolicy``, ``translate_error``, ``is_transient`` (``adapters.retry``); ``point_id``
+(``adapters.ids``); ``require_driver`` (``adapters.drivers``). The conformance suite every
+adapter must pass is ``adapters.testing``. See docs/ARCHITECTURE.md, "Adding a database".
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from adapters._common import RetryPolicy, batched, point_id, rrf_fuse, translate_error
-from adapters._filters import FilterTranslator, PythonFilter
-from adapters._guard import check_same, diff_specs
-from adapters._spec import (
+from adapters.drivers import require_driver
+from adapters.filters import FilterTranslator, PythonFilter
+from adapters.guard import check_same, diff_specs
+from adapters.ids import batched, point_id
+from adapters.retry import RetryPolicy, is_transient, translate_error
+from adapters.validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg, prepare_query, prepare_records
+from sdk.core.capabilities import Capabilities
+from sdk.core.errors import CapabilityError, CollectionNotFoundError, InputError, SDKError
+from sdk.core.spec import (
     NAME_RULE,
-    Capabilities,
     CollectionSpec,
     DenseField,
     IndexParams,
@@ -30,9 +39,7 @@ from adapters._spec import (
     SparseField,
     check_name,
 )
-from adapters._validate import PreparedRecord, QueryPlan, prepare_query, prepare_records
-from sdk.errors import CapabilityError, CollectionNotFoundError, InputError, SDKError
-from sdk.types import Filter, Hit, HybridQuery, Record
+from sdk.core.types import Filter, Hit, HybridQuery, Record
 
 __all__ = [
     "NAME_RULE",
@@ -40,6 +47,7 @@ __all__ = [
     "Capabilities",
     "CollectionSpec",
     "DenseField",
+    "DenseLeg",
     "FilterTranslator",
     "IndexParams",
     "PayloadField",
@@ -48,10 +56,13 @@ __all__ = [
     "QueryPlan",
     "RetryPolicy",
     "SparseField",
+    "SparseLeg",
     "check_name",
     "diff_specs",
+    "is_transient",
     "point_id",
-    "rrf_fuse",
+    "require_driver",
+    "translate_error",
 ]
 
 T = TypeVar("T")
@@ -61,7 +72,7 @@ DEFAULT_BATCH = 256
 class Adapter(abc.ABC):
     """One database connection. Use as a context manager, or call ``close()``.
 
-    Scores in returned hits are always "higher is better" (``sdk.metrics.distance_to_score``):
+    Scores in returned hits are always "higher is better" (``sdk.core.similarity.distance_to_score``):
     cosine similarity, inner product, and negated euclidean / manhattan / hamming distance.
     """
 

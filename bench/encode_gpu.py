@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     cos = (ref * emb).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(emb, axis=1)
 
     # forward alone: batches tokenized and on the device beforehand
-    from sdk.encoders.backends_pipeline import batches
+    from sdk.encoders.feed import batches
 
     ready = [(i, {k: v.to(args.device) for k, v in f.items()})
              for i, f in batches(texts, args.batch_size, ours.transformer.tokenize, background=False)]

@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from sdk.evaluation import load_beir  # noqa: E402
-from sdk.types import SparseVector  # noqa: E402
+from sdk.core.types import SparseVector  # noqa: E402
 
 CACHE = Path(os.environ.get("RF_EVAL_CACHE", "/tmp/rf_eval_cache"))
 DATA = Path(os.environ.get("SDK_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -186,7 +186,7 @@ def run_store(dataset: str, store: str, url: str, variants: bool = False) -> lis
     from adapters import connect
     from sdk.evaluation import RetrievalEvaluator, index_dataset
     from sdk.retrieval import RetrievalPipeline
-    from sdk.types import Fusion, FusionMethod
+    from sdk.core.types import Fusion, FusionMethod
 
     ds, dense, sparse = cached_encoders(dataset)
     adapter = connect(url)

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from adapters import connect
-from adapters._common import point_id
+from adapters.ids import point_id
 from adapters.base import CollectionSpec, DenseField, PayloadField, SparseField
-from sdk.types import Record, SparseVector
+from sdk.core.types import Record, SparseVector
 
 DIM, VOCAB, ACTIVE, BATCH = 384, 30_522, 30, 256
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from sdk.errors import DimensionMismatchError, InputError
+from sdk.core.errors import DimensionMismatchError, InputError
 
 __all__ = [
     "PRECISIONS",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdk.errors import InputError
+from sdk.core.errors import InputError
 
 __all__ = [
     "community_detection",
@@ -116,7 +116,7 @@ _PAIRWISE = {
 
 def similarity_function(name: str, pairwise: bool = False) -> Callable[[Any, Any], torch.Tensor]:
     """The matrix (or pairwise) function for a similarity name: cosine, dot, euclidean, manhattan."""
-    from sdk.metrics import Similarity
+    from sdk.core.similarity import Similarity
 
     key = Similarity.parse(name).value
     table = _PAIRWISE if pairwise else _MATRIX

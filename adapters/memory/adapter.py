@@ -12,21 +12,23 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from adapters._filters import PythonFilter
-from adapters._spec import Capabilities, CollectionSpec
-from adapters._validate import DenseLeg, PreparedRecord, QueryPlan
 from adapters.base import Adapter
-from adapters.memory.scoring import dense_scores, fuse, idf_weights, sparse_scores
-from sdk.errors import CollectionNotFoundError, InputError
-from sdk.metrics import Similarity
-from sdk.types import Filter, FusionMethod, Hit
+from adapters.filters import PythonFilter
+from adapters.memory.scoring import dense_scores, idf_weights, sparse_scores
+from adapters.validate import DenseLeg, PreparedRecord, QueryPlan
+from sdk.core.capabilities import Capabilities
+from sdk.core.errors import CollectionNotFoundError, ConfigError, InputError
+from sdk.core.fusion import fuse
+from sdk.core.similarity import Similarity
+from sdk.core.spec import CollectionSpec
+from sdk.core.types import Filter, FusionMethod, Hit
 
 __all__ = ["MEMORY_CAPABILITIES", "MemoryAdapter"]
 
 _FLOAT = frozenset({Similarity.COSINE, Similarity.DOT, Similarity.EUCLIDEAN, Similarity.MANHATTAN})
 MEMORY_CAPABILITIES = Capabilities(
     name="memory",
-    metrics={"float32": _FLOAT, "float16": _FLOAT, "int8": _FLOAT,
+    similarities={"float32": _FLOAT, "float16": _FLOAT, "int8": _FLOAT,
              "binary": frozenset({Similarity.HAMMING, Similarity.JACCARD})},
     sparse=True,
     sparse_idf=True,
@@ -53,6 +55,13 @@ class MemoryAdapter(Adapter):
         self._collections: dict[str, _Collection] = {}
         self._aliases: dict[str, str] = {}
         self._lock = threading.RLock()
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryAdapter:
+        """``memory://``: a new, empty store (each connect is its own; nothing is shared or kept)."""
+        if url.split(":", 1)[-1].strip("/"):
+            raise ConfigError(f"the memory store takes no host or path: use 'memory://', got {url!r}")
+        return cls()
 
     @property
     def capabilities(self) -> Capabilities:

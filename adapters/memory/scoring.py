@@ -1,7 +1,9 @@
-"""Exact scores and fusions in numpy: the reference every database adapter is compared against.
+"""Exact scores in numpy: the reference every database adapter is compared against.
+
+Fusion formulas live in ``sdk.core.fusion`` (shared with the pipeline's client-side fallback).
 
 Scores follow the SDK rule "higher is better": cosine similarity, inner product, and negated
-euclidean / manhattan / hamming / jaccard distance (``sdk.metrics.distance_to_score``).
+euclidean / manhattan / hamming / jaccard distance (``sdk.core.similarity.distance_to_score``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from adapters._common import rrf_fuse
-from sdk.errors import InputError
-from sdk.metrics import Similarity
-from sdk.types import FusionMethod, SparseVector
+from sdk.core.errors import InputError
+from sdk.core.similarity import Similarity
+from sdk.core.types import SparseVector
 
-__all__ = ["dense_scores", "fuse", "idf_weights", "sparse_scores"]
+__all__ = ["dense_scores", "idf_weights", "sparse_scores"]
 
 
 def dense_scores(similarity: Similarity, matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -58,52 +59,3 @@ def sparse_scores(docs: Sequence[SparseVector], q: SparseVector, idf: Mapping[in
     for row, d in enumerate(docs):
         out[row] = sum(weights[i] * v for i, v in zip(d.indices, d.values, strict=True) if i in weights)
     return out
-
-
-def _dbsf(scores: Sequence[float]) -> list[float]:
-    if len(scores) == 1:
-        return [0.5]
-    mean = sum(scores) / len(scores)
-    var = sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)
-    if var == 0:
-        return [0.5] * len(scores)
-    low, high = mean - 3 * var**0.5, mean + 3 * var**0.5
-    return [(s - low) / (high - low) for s in scores]
-
-
-def _atan_norm(scores: Sequence[float], similarity: str) -> list[float]:
-    # Milvus WeightedRanker: IP -> 0.5 + atan(s)/pi, cosine -> (1 + s) / 2, distances -> 1 - 2 atan(d)/pi
-    if similarity == "cosine":
-        return [(1 + s) / 2 for s in scores]
-    if similarity in ("dot", "sparse"):
-        return [0.5 + math.atan(s) / math.pi for s in scores]
-    return [1 - 2 * math.atan(-s) / math.pi for s in scores]
-
-
-def fuse(
-    legs: Mapping[str, list[tuple[str, float]]],
-    method: FusionMethod,
-    k: int,
-    weights: Mapping[str, float],
-    kinds: Mapping[str, str],
-    limit: int,
-) -> list[tuple[str, float]]:
-    """Fuse per-leg rankings ``[(id, score), ...]`` (best first) with the given method."""
-    if method is FusionMethod.RRF:
-        return rrf_fuse({leg: [i for i, _ in hits] for leg, hits in legs.items()}, k, weights, limit)
-    total: dict[str, float] = {}
-    for leg, hits in legs.items():
-        if not hits:
-            continue
-        raw = [s for _, s in hits]
-        if method is FusionMethod.DBSF:
-            norm = _dbsf(raw)
-        elif method is FusionMethod.WEIGHTED:
-            norm = _atan_norm(raw, kinds[leg])
-        else:  # RELATIVE_SCORE: min-max per leg
-            lo, hi = min(raw), max(raw)
-            norm = [(s - lo) / (hi - lo) if hi > lo else 1.0 for s in raw]
-        w = float(weights.get(leg, 1.0))
-        for (doc, _), s in zip(hits, norm, strict=True):
-            total[doc] = total.get(doc, 0.0) + w * s
-    return sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]

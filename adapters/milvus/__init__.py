@@ -1,12 +1,9 @@
 """Milvus adapter (``pip install 'retrieval-forge[milvus]'``): ``milvus://``, ``milvus+lite:``."""
 
-try:
-    import pymilvus  # noqa: F401 - probe the optional driver once, with a clear error
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    from sdk.errors import MissingDependencyError
+from adapters.drivers import require_driver
 
-    raise MissingDependencyError("pymilvus", "milvus") from exc
+require_driver("pymilvus", "milvus")
 
-from adapters.milvus.adapter import MilvusAdapter
+from adapters.milvus.adapter import MilvusAdapter  # noqa: E402 - only once the driver is known to import
 
 __all__ = ["MilvusAdapter"]

@@ -1,9 +1,9 @@
-"""pymilvus exceptions -> ``sdk.errors`` (the adapter raises them ``from`` the original)."""
+"""pymilvus exceptions -> ``sdk.core.errors`` (the adapter raises them ``from`` the original)."""
 
 from __future__ import annotations
 
-from adapters._common import translate_error
-from sdk.errors import CapabilityError, CollectionNotFoundError, SDKError
+from adapters.retry import translate_error
+from sdk.core.errors import CapabilityError, CollectionNotFoundError, SDKError
 
 __all__ = ["translate"]
 

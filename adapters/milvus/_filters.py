@@ -1,4 +1,4 @@
-"""``sdk.types`` filters -> Milvus boolean expressions over the ``metadata`` JSON field.
+"""``sdk.core.types`` filters -> Milvus boolean expressions over the ``metadata`` JSON field.
 
 Field names come from the validated payload schema (``^[A-Za-z_][A-Za-z0-9_]{0,62}$``) and values
 are written as JSON literals (quotes, backslashes and control characters escaped), so a value can
@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from adapters._filters import FilterTranslator
-from sdk.types import And, Eq, Filter, In, Not, Or, Range
+from adapters.filters import FilterTranslator
+from sdk.core.types import And, Eq, Filter, In, Not, Or, Range
 
 __all__ = ["MilvusFilter", "literal"]
 

@@ -1,4 +1,4 @@
-"""The Milvus mapping table: SDK precisions, metrics and indexes -> Milvus field types and indexes.
+"""The Milvus mapping table: SDK storage types, similarities and indexes -> Milvus field types and indexes.
 
 | SDK | Milvus |
 |---|---|
@@ -21,9 +21,10 @@ from typing import Any
 
 from pymilvus import DataType
 
-from adapters._spec import Capabilities, DenseField
-from sdk.metrics import DistanceKind, Similarity, distance_to_score
-from sdk.types import FusionMethod
+from sdk.core.capabilities import Capabilities
+from sdk.core.similarity import DistanceKind, Similarity, distance_to_score
+from sdk.core.spec import DenseField
+from sdk.core.types import FusionMethod
 
 __all__ = ["METRIC", "capabilities", "index_for", "score", "search_params", "vector_type"]
 
@@ -35,7 +36,7 @@ _FLOAT = frozenset({Similarity.COSINE, Similarity.DOT, Similarity.EUCLIDEAN})
 def capabilities(lite: bool) -> Capabilities:
     return Capabilities(
         name="milvus lite" if lite else "milvus",
-        metrics={"float32": _FLOAT, "float16": _FLOAT, "int8": _FLOAT,
+        similarities={"float32": _FLOAT, "float16": _FLOAT, "int8": _FLOAT,
                  "binary": frozenset({Similarity.HAMMING, Similarity.JACCARD})},
         sparse=True,
         sparse_idf=False,  # IDF exists only for Milvus' own BM25 function, not user sparse vectors
@@ -52,14 +53,14 @@ def capabilities(lite: bool) -> Capabilities:
 
 def vector_type(f: DenseField) -> DataType:
     return {"float16": DataType.FLOAT16_VECTOR, "binary": DataType.BINARY_VECTOR}.get(
-        f.precision, DataType.FLOAT_VECTOR)
+        f.storage, DataType.FLOAT_VECTOR)
 
 
 def index_for(f: DenseField, lite: bool) -> tuple[str, dict[str, Any]]:
     """(index_type, params) for a dense field."""
-    binary = f.precision == "binary"
+    binary = f.storage == "binary"
     kind = f.index.kind
-    if kind == "ivf_flat" and f.precision != "float16":
+    if kind == "ivf_flat" and f.storage != "float16":
         return ("BIN_IVF_FLAT" if binary else "IVF_FLAT"), {"nlist": f.index.nlist}
     if kind == "hnsw" and not lite:
         return "HNSW", {"M": f.index.m, "efConstruction": f.index.ef_construct}

@@ -19,13 +19,13 @@ from urllib.parse import urlsplit
 import numpy as np
 from pymilvus import AnnSearchRequest, DataType, MilvusClient, RRFRanker, WeightedRanker
 
-from adapters._spec import Capabilities, CollectionSpec, DenseField
-from adapters._validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg
 from adapters.base import Adapter
 from adapters.milvus._errors import translate
 from adapters.milvus._filters import MilvusFilter, literal
 from adapters.milvus._mapping import capabilities, index_for, score, search_params, vector_type
-from sdk.errors import (
+from adapters.validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg
+from sdk.core.capabilities import Capabilities
+from sdk.core.errors import (
     CapabilityError,
     CollectionNotFoundError,
     ConfigError,
@@ -33,7 +33,8 @@ from sdk.errors import (
     SchemaMismatchError,
     SDKError,
 )
-from sdk.types import Filter, FusionMethod, Hit, SparseVector
+from sdk.core.spec import CollectionSpec, DenseField
+from sdk.core.types import Filter, FusionMethod, Hit, SparseVector
 
 __all__ = ["MilvusAdapter"]
 
@@ -164,9 +165,9 @@ class MilvusAdapter(Adapter):
     # ---- rows ------------------------------------------------------------------------------
     @staticmethod
     def _vector_value(f: DenseField, vec: np.ndarray) -> Any:
-        if f.precision == "binary":
+        if f.storage == "binary":
             return np.packbits(vec).tobytes()
-        if f.precision == "float16":
+        if f.storage == "float16":
             return vec.astype(np.float16)
         return vec.astype(np.float32).tolist()
 
@@ -194,9 +195,9 @@ class MilvusAdapter(Adapter):
         dense: dict[str, np.ndarray] = {}
         for f in spec.dense:
             raw = row[f.name]
-            if f.precision == "binary":
+            if f.storage == "binary":
                 dense[f.name] = np.unpackbits(np.frombuffer(raw[0] if isinstance(raw, list) else raw, np.uint8))
-            elif f.precision == "float16":
+            elif f.storage == "float16":
                 dense[f.name] = np.frombuffer(raw[0] if isinstance(raw, list) else raw, np.float16).copy()
             else:
                 dense[f.name] = np.asarray(raw, dtype=np.float32)

@@ -19,7 +19,7 @@ from adapters.pgvector._mapping import (
     column_type,
     metric_ops,
 )
-from sdk.errors import CapabilityError
+from sdk.core.errors import CapabilityError
 
 __all__ = [
     "ALIAS_TABLE",
@@ -57,7 +57,7 @@ def create_table(spec: CollectionSpec) -> sql.Composable:
         sql.SQL("metadata jsonb NOT NULL DEFAULT '{}'::jsonb"),
     ]
     for f in spec.dense:
-        cols.append(sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(column_type(f.precision).sql(f.dim))))
+        cols.append(sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(column_type(f.storage).sql(f.dim))))
     for s in spec.sparse:
         cols.append(sql.SQL("{} sparsevec({})").format(sql.Identifier(s.name), sql.Literal(SPARSE_DIM)))
     return sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(spec.name), sql.SQL(", ").join(cols))
@@ -77,7 +77,7 @@ def first_pass_expr(f: DenseField) -> tuple[sql.Composable, str, int]:
     same expression text, or PostgreSQL cannot match it to the expression index.
     """
     col = sql.Identifier(f.name)
-    ctype = column_type(f.precision)
+    ctype = column_type(f.storage)
     if f.index.quantization == "binary":
         return sql.SQL("(binary_quantize({})::bit({}))").format(col, sql.Literal(f.dim)), "bit", f.dim
     if f.matryoshka_dim:
@@ -99,7 +99,7 @@ def index_statements(spec: CollectionSpec) -> list[sql.Composable]:
     out: list[sql.Composable] = []
     for f in spec.dense:
         expr, tname, width = first_pass_expr(f)
-        ops = BINARY_QUANTIZED_OPS if f.index.quantization == "binary" else metric_ops(f.precision, f.similarity)
+        ops = BINARY_QUANTIZED_OPS if f.index.quantization == "binary" else metric_ops(f.storage, f.similarity)
         kind = f.index.kind
         if kind == "flat":
             continue
@@ -111,7 +111,7 @@ def index_statements(spec: CollectionSpec) -> list[sql.Composable]:
                 f"is {HNSW_MAX_DIM[tname]} dimensions. Use index kind 'flat' or 'auto' (exact scan), "
                 "quantization='binary', or a Matryoshka prefix"
             )
-        opclass = sql.SQL(ops.opclass(column_type("binary") if tname == "bit" else column_type(f.precision)))
+        opclass = sql.SQL(ops.opclass(column_type("binary") if tname == "bit" else column_type(f.storage)))
         name = _index_name(spec.name, f"{f.name}:{kind}")
         if kind == "ivf_flat":
             out.append(sql.SQL("CREATE INDEX {} ON {} USING ivfflat ({} {}) WITH (lists = {})").format(

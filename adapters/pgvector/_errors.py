@@ -1,4 +1,4 @@
-"""psycopg exceptions -> ``sdk.errors``, by SQLSTATE class rather than by message text.
+"""psycopg exceptions -> ``sdk.core.errors``, by SQLSTATE class rather than by message text.
 
 Connection-level failures (server restart, ``pg_terminate_backend``, network resets), lock
 conflicts and serialization failures are what a retry can cure; everything else (syntax, a
@@ -10,8 +10,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import errors as pg_errors
 
-from adapters._common import translate_error
-from sdk.errors import AdapterError, CollectionNotFoundError, SDKError, TransientAdapterError
+from adapters.retry import translate_error
+from sdk.core.errors import AdapterError, CollectionNotFoundError, SDKError, TransientAdapterError
 
 __all__ = ["is_connection_lost", "translate"]
 

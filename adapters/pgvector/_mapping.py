@@ -1,4 +1,4 @@
-"""pgvector's mapping table: precision -> column type, similarity -> operator / opclass / score kind.
+"""pgvector's mapping table: storage -> column type, similarity -> operator / opclass / score kind.
 
 One table instead of conditionals spread over the SQL builders, so a metric cannot be indexed
 with one operator family and searched with another (pgvector then silently scans without the
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sdk.errors import CapabilityError
-from sdk.metrics import DistanceKind, Similarity
+from sdk.core.errors import CapabilityError
+from sdk.core.similarity import DistanceKind, Similarity
 
 __all__ = [
     "HNSW_MAX_DIM",
@@ -32,7 +32,7 @@ HNSW_MAX_DIM = {"vector": 2_000, "halfvec": 4_000, "bit": 64_000}
 
 @dataclass(frozen=True)
 class ColumnType:
-    """The SQL type that stores one precision (``name`` is also the opclass prefix)."""
+    """The SQL type that stores one storage (``name`` is also the opclass prefix)."""
 
     name: str  # vector | halfvec | bit
 
@@ -57,7 +57,7 @@ class MetricOps:
 
     operator: str  # SQL operator, e.g. ``<=>``
     opclass_suffix: str  # e.g. ``cosine_ops`` -> ``vector_cosine_ops``
-    kind: DistanceKind  # what the operator returns, for ``sdk.metrics.distance_to_score``
+    kind: DistanceKind  # what the operator returns, for ``sdk.core.similarity.distance_to_score``
 
     @property
     def sql_operator(self) -> str:
@@ -92,23 +92,23 @@ SUPPORTED_METRICS: dict[str, frozenset[Similarity]] = {
 }
 
 
-def column_type(precision: str) -> ColumnType:
-    """Column type for a precision; unknown precisions are a capability gap, not a guess."""
+def column_type(storage: str) -> ColumnType:
+    """Column type for a storage; unknown storage types are a capability gap, not a guess."""
     try:
-        return _COLUMN_TYPES[precision]
+        return _COLUMN_TYPES[storage]
     except KeyError:
         raise CapabilityError(
-            f"pgvector has no storage for precision {precision!r}; use one of {sorted(_COLUMN_TYPES)}"
+            f"pgvector has no storage for storage {storage!r}; use one of {sorted(_COLUMN_TYPES)}"
         ) from None
 
 
-def metric_ops(precision: str, similarity: Similarity) -> MetricOps:
-    """Operator family for a precision and similarity, or ``CapabilityError`` naming what exists."""
-    table = _BIT_OPS if precision == "binary" else _FLOAT_OPS
+def metric_ops(storage: str, similarity: Similarity) -> MetricOps:
+    """Operator family for a storage and similarity, or ``CapabilityError`` naming what exists."""
+    table = _BIT_OPS if storage == "binary" else _FLOAT_OPS
     try:
         return table[similarity]
     except KeyError:
         have = ", ".join(s.value for s in table)
         raise CapabilityError(
-            f"pgvector cannot compare {precision} vectors with {similarity.value}; supported: {have}"
+            f"pgvector cannot compare {storage} vectors with {similarity.value}; supported: {have}"
         ) from None

@@ -17,7 +17,6 @@ import numpy as np
 from pgvector import Bit, HalfVector, SparseVector, Vector
 from psycopg import sql
 
-from adapters._validate import DenseLeg, QueryPlan, SparseLeg
 from adapters.base import CollectionSpec, DenseField
 from adapters.pgvector._ddl import first_pass_expr
 from adapters.pgvector._filters import Params, SqlFilter
@@ -28,17 +27,18 @@ from adapters.pgvector._mapping import (
     column_type,
     metric_ops,
 )
-from sdk.metrics import DistanceKind
-from sdk.types import SparseVector as SdkSparse
+from adapters.validate import DenseLeg, QueryPlan, SparseLeg
+from sdk.core.similarity import DistanceKind
+from sdk.core.types import SparseVector as SdkSparse
 
 __all__ = ["LegSql", "build_search", "dense_value", "sparse_value"]
 
 
 def dense_value(f: DenseField, vec: np.ndarray) -> Any:
     """A prepared dense vector as the pgvector-python value for its column type."""
-    if f.precision == "binary":
+    if f.storage == "binary":
         return Bit(np.asarray(vec, dtype=bool))
-    if f.precision == "float16":
+    if f.storage == "float16":
         return HalfVector(np.asarray(vec, dtype=np.float32))
     return Vector(np.asarray(vec, dtype=np.float32))
 
@@ -65,8 +65,8 @@ def _dense_leg(spec: CollectionSpec, leg: DenseLeg, where: sql.Composable, param
     f = leg.field
     table = sql.Identifier(spec.name)
     col = sql.Identifier(f.name)
-    ctype = column_type(f.precision)
-    ops = metric_ops(f.precision, f.similarity)
+    ctype = column_type(f.storage)
+    ops = metric_ops(f.storage, f.similarity)
     full_q = _typed(params, dense_value(f, leg.vector), ctype.name, f.dim)
     full_dist = sql.SQL("({} {} {})").format(col, sql.SQL(ops.sql_operator), full_q)
     expr, tname, width = first_pass_expr(f)

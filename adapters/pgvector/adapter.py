@@ -16,6 +16,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from adapters.base import Adapter, Capabilities, CollectionSpec, PreparedRecord, QueryPlan
 from adapters.pgvector._ddl import ALIAS_TABLE, META_TABLE, create_table, index_statements, meta_tables
@@ -23,17 +27,9 @@ from adapters.pgvector._errors import is_connection_lost, translate
 from adapters.pgvector._filters import Params, SqlFilter
 from adapters.pgvector._mapping import SUPPORTED_METRICS
 from adapters.pgvector._query import build_search, dense_value, sparse_value
-from sdk.errors import AdapterError, ConfigError, InputError, MissingDependencyError, SDKError
-from sdk.metrics import distance_to_score
-from sdk.types import Filter, FusionMethod, Hit, SparseVector
-
-try:
-    import psycopg
-    from pgvector.psycopg import register_vector
-    from psycopg import sql
-    from psycopg.types.json import Jsonb
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError(exc.name or "psycopg", "pgvector") from exc
+from sdk.core.errors import AdapterError, ConfigError, InputError, SDKError
+from sdk.core.similarity import distance_to_score
+from sdk.core.types import Filter, FusionMethod, Hit, SparseVector
 
 __all__ = ["PGVECTOR_CAPABILITIES", "PgvectorAdapter"]
 
@@ -41,7 +37,7 @@ T = TypeVar("T")
 
 PGVECTOR_CAPABILITIES = Capabilities(
     name="pgvector",
-    metrics=SUPPORTED_METRICS,
+    similarities=SUPPORTED_METRICS,
     sparse=True,
     sparse_idf=False,
     fusions=frozenset({FusionMethod.RRF}),
@@ -50,7 +46,6 @@ PGVECTOR_CAPABILITIES = Capabilities(
     matryoshka=True,
     quantization=frozenset({"binary"}),
     index_kinds=frozenset({"auto", "flat", "hnsw", "ivf_flat"}),
-    async_api=False,
 )
 
 _WRITER = "retrieval-forge adapters.pgvector"
@@ -225,7 +220,7 @@ class PgvectorAdapter(Adapter):
         for row in rows:
             vecs: dict[str, np.ndarray] = {}
             for i, n in enumerate(dense):
-                vecs[n] = _from_db(fields[n].precision, row[4 + i])
+                vecs[n] = _from_db(fields[n].storage, row[4 + i])
                 f = fields[n]
                 if f.prefix_name:
                     vecs[f.prefix_name] = vecs[n][: f.matryoshka_dim].copy()
@@ -362,13 +357,13 @@ class PgvectorAdapter(Adapter):
         return {"spec": json.loads(json.dumps(row[0])), "written_by": row[1]}
 
 
-def _from_db(precision: str, value: Any) -> np.ndarray:
+def _from_db(storage: str, value: Any) -> np.ndarray:
     """A stored pgvector value back in the storage form ``PreparedRecord`` uses."""
-    if precision == "binary":
+    if storage == "binary":
         # psycopg loads ``bit(n)`` as its text form ('0110...'); pgvector's Bit when registered.
         if isinstance(value, str):
             return (np.frombuffer(value.encode("ascii"), dtype=np.uint8) - ord("0")).astype(np.uint8)
         return np.asarray(value.to_numpy(), dtype=np.uint8)
-    if precision == "float16":
+    if storage == "float16":
         return np.asarray(value.to_numpy(), dtype=np.float16)
     return np.asarray(value.to_numpy(), dtype=np.float32)

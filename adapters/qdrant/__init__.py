@@ -1,12 +1,9 @@
 """Qdrant adapter (``pip install 'retrieval-forge[qdrant]'``): ``qdrant://``, ``qdrant+local:``."""
 
-try:
-    import qdrant_client  # noqa: F401 - probe the optional driver once, with a clear error
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    from sdk.errors import MissingDependencyError
+from adapters.drivers import require_driver
 
-    raise MissingDependencyError("qdrant-client", "qdrant") from exc
+require_driver("qdrant_client", "qdrant", "qdrant-client")
 
-from adapters.qdrant.adapter import QdrantAdapter
+from adapters.qdrant.adapter import QdrantAdapter  # noqa: E402 - only once the driver is known to import
 
 __all__ = ["QdrantAdapter"]

@@ -1,9 +1,9 @@
-"""Qdrant driver exceptions -> ``sdk.errors`` (the adapter raises them ``from`` the original)."""
+"""Qdrant driver exceptions -> ``sdk.core.errors`` (the adapter raises them ``from`` the original)."""
 
 from __future__ import annotations
 
-from adapters._common import translate_error
-from sdk.errors import CollectionNotFoundError, SDKError
+from adapters.retry import translate_error
+from sdk.core.errors import CollectionNotFoundError, SDKError
 
 __all__ = ["translate"]
 

@@ -1,4 +1,4 @@
-"""``sdk.types`` filters -> Qdrant conditions over the nested ``metadata`` payload object.
+"""``sdk.core.types`` filters -> Qdrant conditions over the nested ``metadata`` payload object.
 
 Values travel as typed JSON inside the condition objects, never as query text.
 """
@@ -10,7 +10,7 @@ from typing import Any
 
 from qdrant_client import models
 
-from adapters._filters import FilterTranslator
+from adapters.filters import FilterTranslator
 
 __all__ = ["META", "QdrantFilter"]
 

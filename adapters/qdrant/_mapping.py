@@ -1,4 +1,4 @@
-"""The Qdrant mapping table: SDK metrics, precisions, indexes and quantization -> Qdrant configs.
+"""The Qdrant mapping table: SDK similarities, storage types, indexes and quantization -> Qdrant configs.
 
 Pure functions of the spec (no client), so the configuration the adapter emits can be checked
 against the real engine in process (``qdrant-edge-py``) while tests run on local mode, which
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from qdrant_client import models
 
-from adapters._spec import Capabilities, CollectionSpec, DenseField
-from sdk.metrics import DistanceKind, Similarity, distance_to_score
-from sdk.types import FusionMethod
+from sdk.core.capabilities import Capabilities
+from sdk.core.similarity import DistanceKind, Similarity, distance_to_score
+from sdk.core.spec import CollectionSpec, DenseField
+from sdk.core.types import FusionMethod
 
 __all__ = ["capabilities", "score", "search_params", "sparse_params", "vector_params"]
 
@@ -40,7 +41,7 @@ def capabilities(local: bool) -> Capabilities:
     """Qdrant's capabilities; local mode is an exact emulation that ignores index settings."""
     return Capabilities(
         name="qdrant (local mode)" if local else "qdrant",
-        metrics={"float32": _FLOAT, "float16": _FLOAT, "int8": _FLOAT,
+        similarities={"float32": _FLOAT, "float16": _FLOAT, "int8": _FLOAT,
                  "binary": frozenset({Similarity.HAMMING})},
         sparse=True,
         sparse_idf=True,
@@ -49,7 +50,6 @@ def capabilities(local: bool) -> Capabilities:
         matryoshka=True,
         quantization=frozenset({"int8", "binary", "pq"}),
         index_kinds=frozenset({"auto", "hnsw", "flat"}),
-        async_api=False,
         emulated=frozenset({"quantization", "hnsw", "float16"}) if local else frozenset(),
         max_payload_bytes=65_536,
         max_text_bytes=1_048_576,
@@ -83,7 +83,7 @@ def vector_params(spec: CollectionSpec) -> dict[str, models.VectorParams]:
     """One named vector per dense field, plus one per Matryoshka prefix."""
     out: dict[str, models.VectorParams] = {}
     for f in spec.dense:
-        params = dict(distance=DISTANCE[f.similarity], datatype=DATATYPE[f.precision],
+        params = dict(distance=DISTANCE[f.similarity], datatype=DATATYPE[f.storage],
                       hnsw_config=hnsw_config(f), quantization_config=quantization_config(f))
         out[f.name] = models.VectorParams(size=f.dim, **params)
         if f.prefix_name and f.matryoshka_dim:

@@ -15,14 +15,15 @@ from urllib.parse import urlsplit
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from adapters._spec import Capabilities, CollectionSpec, DenseField
-from adapters._validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg
 from adapters.base import Adapter
 from adapters.qdrant._errors import translate
 from adapters.qdrant._filters import META, QdrantFilter
 from adapters.qdrant._mapping import capabilities, score, search_params, sparse_params, vector_params
-from sdk.errors import CollectionNotFoundError, ConfigError, InputError, SchemaMismatchError, SDKError
-from sdk.types import Filter, FusionMethod, Hit, SparseVector
+from adapters.validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg
+from sdk.core.capabilities import Capabilities
+from sdk.core.errors import CollectionNotFoundError, ConfigError, InputError, SchemaMismatchError, SDKError
+from sdk.core.spec import CollectionSpec, DenseField
+from sdk.core.types import Filter, FusionMethod, Hit, SparseVector
 
 __all__ = ["QdrantAdapter"]
 
@@ -138,7 +139,7 @@ class QdrantAdapter(Adapter):
         for f in spec.dense:
             arr = np.asarray(vecs[f.name], dtype=np.float32)
             dense[f.name] = {"binary": lambda a: np.rint(a).astype(np.uint8),
-                             "float16": lambda a: a.astype(np.float16)}.get(f.precision, lambda a: a)(arr)
+                             "float16": lambda a: a.astype(np.float16)}.get(f.storage, lambda a: a)(arr)
         sparse = {s.name: SparseVector(tuple(vecs[s.name].indices), tuple(vecs[s.name].values))
                   if s.name in vecs else SparseVector((), ()) for s in spec.sparse}
         payload = p.payload or {}

@@ -1,5 +1,9 @@
-"""Weaviate adapter (extra: ``pip install 'retrieval-forge[weaviate]'``)."""
+"""Weaviate adapter (``pip install 'retrieval-forge[weaviate]'``): ``weaviate://``, ``weaviates://``."""
 
-from adapters.weaviate.adapter import WEAVIATE_CAPABILITIES, WeaviateAdapter
+from adapters.drivers import require_driver
+
+require_driver("weaviate", "weaviate", "weaviate-client")
+
+from adapters.weaviate.adapter import WEAVIATE_CAPABILITIES, WeaviateAdapter  # noqa: E402
 
 __all__ = ["WEAVIATE_CAPABILITIES", "WeaviateAdapter"]

@@ -1,17 +1,17 @@
-"""weaviate-client exceptions -> ``sdk.errors``.
+"""weaviate-client exceptions -> ``sdk.core.errors``.
 
 The client raises few exception types and puts the server's reason in the message, so "not
 found" is recognised from the status code or the server's wording; what is transient (connection
 errors, 5xx / 429, gRPC UNAVAILABLE / DEADLINE_EXCEEDED) is decided by the shared
-``adapters._common.is_transient`` plus the client's connection error types.
+``adapters.retry.is_transient`` plus the client's connection error types.
 """
 
 from __future__ import annotations
 
 from weaviate import exceptions as wx
 
-from adapters._common import is_transient
-from sdk.errors import AdapterError, CollectionNotFoundError, SDKError, TransientAdapterError
+from adapters.retry import is_transient
+from sdk.core.errors import AdapterError, CollectionNotFoundError, SDKError, TransientAdapterError
 
 __all__ = ["translate"]
 

@@ -14,9 +14,9 @@ from typing import Any
 from weaviate.classes.config import Configure, DataType, VectorDistances
 
 from adapters.base import Capabilities, CollectionSpec, DenseField
-from sdk.errors import CapabilityError
-from sdk.metrics import DistanceKind, Similarity
-from sdk.types import FusionMethod
+from sdk.core.errors import CapabilityError
+from sdk.core.similarity import DistanceKind, Similarity
+from sdk.core.types import FusionMethod
 
 __all__ = [
     "DOC_ID_PROP",
@@ -42,7 +42,7 @@ WEAVIATE_CAPABILITIES = Capabilities(
     # Weaviate stores float32 only: float16 and int8 values are exactly representable there, so
     # they are stored without loss (no space saving). Binary vectors are stored as 0/1 floats and
     # compared with Weaviate's hamming distance; it has no jaccard.
-    metrics={"float32": _FLOAT, "float16": _FLOAT, "int8": _FLOAT, "binary": frozenset({Similarity.HAMMING})},
+    similarities={"float32": _FLOAT, "float16": _FLOAT, "int8": _FLOAT, "binary": frozenset({Similarity.HAMMING})},
     sparse=False,  # no user-supplied sparse vectors: the keyword side of its hybrid is BM25 on `text`
     fusions=frozenset({FusionMethod.RRF, FusionMethod.RELATIVE_SCORE}),
     text_leg=True,

@@ -14,6 +14,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import weaviate
+from weaviate.classes.config import Configure, Property, Tokenization
+from weaviate.classes.data import DataObject
+from weaviate.classes.query import Filter as WFilter
+from weaviate.classes.query import HybridFusion, MetadataQuery
 
 from adapters.base import Adapter, Capabilities, CollectionSpec, PreparedRecord, QueryPlan
 from adapters.weaviate._errors import translate
@@ -30,26 +35,16 @@ from adapters.weaviate._mapping import (
     prop_name,
     vector_index,
 )
-from sdk.errors import (
+from sdk.core.errors import (
     AdapterError,
     CapabilityError,
     ConfigError,
     InputError,
-    MissingDependencyError,
     SDKError,
     TransientAdapterError,
 )
-from sdk.metrics import DistanceKind, distance_to_score
-from sdk.types import Filter, FusionMethod, Hit
-
-try:
-    import weaviate
-    from weaviate.classes.config import Configure, Property, Tokenization
-    from weaviate.classes.data import DataObject
-    from weaviate.classes.query import Filter as WFilter
-    from weaviate.classes.query import HybridFusion, MetadataQuery
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError(exc.name or "weaviate-client", "weaviate") from exc
+from sdk.core.similarity import DistanceKind, distance_to_score
+from sdk.core.types import Filter, FusionMethod, Hit
 
 __all__ = ["WEAVIATE_CAPABILITIES", "WeaviateAdapter"]
 
@@ -220,7 +215,7 @@ class WeaviateAdapter(Adapter):
     def _prepared(self, spec: CollectionSpec, obj: Any) -> PreparedRecord:
         vecs: dict[str, np.ndarray] = {}
         for f in spec.dense:
-            dtype = {"float16": np.float16, "binary": np.uint8}.get(f.precision, np.float32)
+            dtype = {"float16": np.float16, "binary": np.uint8}.get(f.storage, np.float32)
             for key in filter(None, (f.name, f.prefix_name)):
                 vecs[key] = np.asarray(obj.vector[key], dtype=np.float32).astype(dtype)
         props = obj.properties

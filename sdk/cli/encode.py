@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdk.errors import InputError
+from sdk.core.errors import InputError
 
 __all__ = ["register", "run"]
 

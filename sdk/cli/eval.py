@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any
 
-from sdk.errors import CapabilityError, InputError
+from sdk.core.errors import CapabilityError, InputError
 
 __all__ = ["register", "run"]
 

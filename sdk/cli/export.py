@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdk.errors import InputError
+from sdk.core.errors import InputError
 
 __all__ = ["detect_kind", "register", "run"]
 

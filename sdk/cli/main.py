@@ -7,16 +7,17 @@ command prints ``error: ...`` and exits 1 (``--debug`` shows the traceback inste
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-from sdk import __version__
-from sdk.errors import SDKError
+from sdk.cli import encode, eval, export
+from sdk.core.errors import SDKError
+from sdk.core.version import __version__
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = ("sdk.cli.encode", "sdk.cli.eval", "sdk.cli.export")
+# One module per sub-command, each with ``register(subparsers)``; heavy imports stay inside handlers.
+_COMMANDS = (encode, eval, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _COMMANDS:
-        importlib.import_module(name).register(sub)
+    for command in _COMMANDS:
+        command.register(sub)
     return parser
 
 

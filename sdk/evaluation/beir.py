@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdk.errors import InputError
+from sdk.core.errors import InputError
 
 __all__ = ["BeirDataset", "load_beir"]
 

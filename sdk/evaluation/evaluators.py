@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import InputError
+from sdk.core.errors import InputError
 from sdk.evaluation.beir import BeirDataset
 from sdk.evaluation.metrics import score_run
 
@@ -53,7 +53,7 @@ class EvaluationResult:
 def index_dataset(pipeline: Any, dataset: BeirDataset, *, progress: bool | None = None,
                   chunk_size: int = 256) -> int:
     """Index a dataset's whole corpus through ``pipeline.add_documents``; returns how many."""
-    from sdk.types import Document
+    from sdk.core.types import Document
 
     docs = [Document(doc_id, text) for doc_id, text in dataset.corpus.items()]
     return int(pipeline.add_documents(docs, chunk_size=chunk_size, progress=progress))
@@ -75,7 +75,7 @@ class RetrievalEvaluator:
 
     def evaluate(self, search: SearchFn) -> EvaluationResult:
         """Time and score ``search`` over the queries."""
-        from sdk.retrieval.pipeline import progress_bar
+        from sdk.core.progress import progress_bar
 
         run: dict[str, list[str]] = {}
         took: list[float] = []

@@ -4,21 +4,21 @@ Native fusion is the rule: one round trip, the database ranks with its own candi
 fallback exists for settings a database has no native form of (Weaviate's rankedFusion constant is
 fixed, k=59 in the SDK's 1-based convention; pgvector fuses only by RRF; Milvus' RRFRanker and
 Qdrant's weighted RRF do not compute the SDK's ``sum w / (k + rank)``). It runs each leg as its own
-native single-leg query and fuses the rankings here with the same functions the exact in-memory
-reference adapter uses, so there is one implementation of every fusion formula.
+native single-leg query and fuses the rankings here with ``sdk.core.fusion``, the formulas the
+exact in-memory reference adapter uses too, so there is one implementation of every fusion formula.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sdk.errors import CapabilityError
-from sdk.types import Fusion, FusionMethod, Hit, HybridQuery
-
-if TYPE_CHECKING:
-    from adapters.base import Adapter, Capabilities
+from sdk.core.capabilities import Capabilities
+from sdk.core.errors import CapabilityError
+from sdk.core.fusion import fuse
+from sdk.core.store import VectorStore
+from sdk.core.types import Fusion, FusionMethod, Hit, HybridQuery
 
 __all__ = ["CLIENT_FUSION", "client_fuse", "native_fusion_gap", "with_client_fusion"]
 
@@ -54,15 +54,13 @@ def _kind(leg: str, caps_similarity: str | None) -> str:
     return "sparse"
 
 
-def client_fuse(adapter: Adapter, collection: str, query: HybridQuery,
+def client_fuse(adapter: VectorStore, collection: str, query: HybridQuery,
                 dense_similarity: str | None = None) -> list[Hit]:
     """Run each leg of ``query`` natively on its own, then fuse here (the documented fallback).
 
     Hits carry every leg's score in ``scores_by_stage`` besides ``"fused"``; legs are fetched with
     their candidate limits, exactly like a native hybrid query would.
     """
-    from adapters.memory.scoring import fuse  # the one implementation of every fusion formula
-
     single: dict[str, HybridQuery] = {}
     base: dict[str, Any] = {"filter": query.filter, "dense_field": query.dense_field,
                             "sparse_field": query.sparse_field, "fusion": query.fusion}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdk.errors import MissingDependencyError
+from sdk.core.errors import MissingDependencyError
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun

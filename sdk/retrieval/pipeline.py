@@ -22,19 +22,21 @@ MiniLM). Weight the stronger leg (``Fusion(weights={"dense": 2.0})``) or lower k
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from sdk.errors import CapabilityError, ConfigError, DimensionMismatchError, InputError
+from sdk.core.errors import CapabilityError, ConfigError, DimensionMismatchError, InputError
+from sdk.core.progress import progress_bar
+from sdk.core.registry import connect
+from sdk.core.spec import CollectionSpec, DenseField, SparseField
+from sdk.core.store import VectorStore
+from sdk.core.types import Document, EncodedBatch, Filter, Fusion, Hit, HybridQuery, SparseVector
 from sdk.retrieval.fusion import client_fuse, native_fusion_gap, with_client_fusion
-from sdk.types import Document, EncodedBatch, Filter, Fusion, Hit, HybridQuery, SparseVector
 
-__all__ = ["RetrievalPipeline", "SearchResult", "progress_bar", "resolve_store"]
+__all__ = ["RetrievalPipeline", "SearchResult", "resolve_store"]
 
 
 class SearchResult(list[Hit]):
@@ -52,12 +54,11 @@ class SearchResult(list[Hit]):
         self.fusion = fusion
 
 
-def resolve_store(store: Any) -> tuple[Any, bool]:
-    """An adapter instance as given, or a URL connected through ``adapters.connect`` (owned)."""
+def resolve_store(store: VectorStore | str) -> tuple[VectorStore, bool]:
+    """A store as given, or a URL connected through the adapter registry (then owned by the caller)."""
     if isinstance(store, str):
-        adapters = importlib.import_module("adapters")  # lazy: `sdk` never imports a driver itself
-        return adapters.connect(store), True
-    if all(hasattr(store, name) for name in ("query", "upsert", "capabilities", "ensure_collection")):
+        return connect(store), True  # sdk.core.registry: imports that scheme's adapter and driver only now
+    if isinstance(store, VectorStore):
         return store, False
     raise ConfigError(
         f"store must be an adapter (adapters.base.Adapter) or a database URL such as 'qdrant+local::memory:', "
@@ -71,7 +72,7 @@ def _as_document(item: Any) -> Document:
     if isinstance(item, Mapping) and "id" in item and "text" in item:
         return Document(str(item["id"]), item["text"], dict(item.get("metadata") or {}))
     raise InputError(
-        f"add_documents takes sdk.types.Document values or mappings with 'id' and 'text', got {type(item).__name__}"
+        f"add_documents takes sdk.core.types.Document values or mappings with 'id' and 'text', got {type(item).__name__}"
     )
 
 
@@ -83,7 +84,7 @@ def _model_name(encoder: Any) -> str:
 class RetrievalPipeline:
     """Dense / sparse / BM25-text legs fused natively by the store, then optional reranking.
 
-    ``store`` is an adapter or a URL (``adapters.connect``); a URL's connection belongs to the
+    ``store`` is an adapter or a URL (``sdk.connect``); a URL's connection belongs to the
     pipeline and ``close()`` releases it. ``text_leg=True`` sends the query text to the store's
     own BM25 (Weaviate, whose native hybrid picks its own per-leg candidate counts:
     ``Capabilities.leg_candidates``); ``fusion`` defaults to RRF with the store's fixed k when it has one, else
@@ -153,7 +154,7 @@ class RetrievalPipeline:
                                                ("text", text_leg)) if on)
         self.fusion = fusion if fusion is not None else Fusion(k=caps.rrf_k or 60)
         if not isinstance(self.fusion, Fusion):
-            raise ConfigError(f"fusion must be an sdk.types.Fusion, got {type(self.fusion).__name__}")
+            raise ConfigError(f"fusion must be an sdk.core.types.Fusion, got {type(self.fusion).__name__}")
         gap = native_fusion_gap(caps, self.fusion, self.legs)
         if gap is not None and not client_fusion:
             raise CapabilityError(f"{gap}. Change the fusion setting, or pass client_fusion=True to fuse "
@@ -177,10 +178,8 @@ class RetrievalPipeline:
         if self.sparse_encoder is not None:
             spec.sparse_field(self.sparse_field)
 
-    def collection_spec(self) -> Any:
+    def collection_spec(self) -> CollectionSpec:
         """The ``CollectionSpec`` the pipeline creates: one field per configured encoder."""
-        from adapters.base import CollectionSpec, DenseField, SparseField  # lazy, driver-free
-
         dense = ()
         if self.dense_encoder is not None:
             dim = int(self.dense_encoder.get_sentence_embedding_dimension())
@@ -339,23 +338,3 @@ class RetrievalPipeline:
     def __repr__(self) -> str:
         return (f"RetrievalPipeline(legs={self.legs}, store={self.capabilities.name!r}, "
                 f"collection={self.collection!r}, fusion={self.fusion_mode}, reranker={self.reranker is not None})")
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def progress_bar(total: int, desc: str, enabled: bool | None) -> Any:
-    """A tqdm bar on stderr, off when stderr is not a terminal (CI logs) unless asked for."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr)
-

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdk.errors import ConfigError, InputError
-from sdk.types import Filter, Hit
+from sdk.core.errors import ConfigError, InputError
+from sdk.core.types import Filter, Hit
 
 __all__ = ["RetrievedDocument", "Retriever", "hit_metadata"]
 

@@ -28,11 +28,11 @@ import numpy as np
 import pytest
 
 from adapters import connect
-from adapters._common import rrf_fuse
 from adapters.base import Adapter, PayloadField
-from sdk.errors import CapabilityError
+from sdk.core.errors import CapabilityError
+from sdk.core.fusion import rrf_fuse
+from sdk.core.types import Document, Eq, Fusion, FusionMethod, Hit, HybridQuery
 from sdk.retrieval import RetrievalPipeline
-from sdk.types import Document, Eq, Fusion, FusionMethod, Hit, HybridQuery
 from tests.encoder_fixtures import build_tiny_cross_encoder, data_root, splade_tiny_dir
 
 __all__ = ["HybridSuite", "consistent_with", "rrf_bounds"]

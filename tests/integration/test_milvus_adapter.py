@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 
 from adapters import connect
-from adapters._common import RetryPolicy
 from adapters.base import Adapter, CollectionSpec, DenseField, SparseField
 from adapters.milvus import MilvusAdapter
-from sdk.errors import TransientAdapterError
-
-from .conformance import DIM, PAYLOAD, AdapterConformance, make_records
+from adapters.retry import RetryPolicy
+from adapters.testing import DIM, PAYLOAD, AdapterConformance, make_records
+from sdk.core.errors import TransientAdapterError
 
 
 class TestMilvusConformance(AdapterConformance):
@@ -98,8 +97,8 @@ def test_ivf_flat_index_and_hnsw_capability(milvus_url: str) -> None:
     """IVF_FLAT with nprobe == nlist scans every list, so it equals the exact answer; HNSW is server-only."""
     from adapters.base import IndexParams
     from adapters.memory import MemoryAdapter
-    from sdk.errors import CapabilityError
-    from sdk.types import HybridQuery
+    from sdk.core.errors import CapabilityError
+    from sdk.core.types import HybridQuery
 
     ivf = CollectionSpec("ivf_check", dense=(DenseField("dense", DIM, index=IndexParams("ivf_flat", nlist=4, nprobe=4)),))
     with connect(milvus_url) as db, MemoryAdapter() as ref:

@@ -19,13 +19,13 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from adapters import connect
-from adapters._validate import prepare_query
 from adapters.base import CollectionSpec, DenseField, IndexParams, PayloadField, SparseField
 from adapters.pgvector import PgvectorAdapter
 from adapters.pgvector._query import build_search
-from sdk.errors import AdapterError, CapabilityError, InputError
-from sdk.types import Eq, HybridQuery, In, Record
-from tests.integration.conformance import AdapterConformance, make_records
+from adapters.testing import AdapterConformance, make_records
+from adapters.validate import prepare_query
+from sdk.core.errors import AdapterError, CapabilityError, InputError
+from sdk.core.types import Eq, HybridQuery, In, Record
 
 
 @pytest.fixture
@@ -212,7 +212,7 @@ def test_first_pass_uses_the_expression_index(pg: PgvectorAdapter, postgres_url:
     cleanup.append(name)
     spec = CollectionSpec(name, dense=(field,))
     pg.ensure_collection(spec)
-    pg.upsert(name, make_records(100, sparse=False, precision=field.precision))
+    pg.upsert(name, make_records(100, sparse=False, storage=field.storage))
     plan = prepare_query(spec, pg.capabilities, HybridQuery(dense=np.linspace(-1, 1, 32), limit=5))
     query, params, _ = build_search(spec, plan)
     (index,) = [d.split()[2] for d in _indexes(postgres_url, name) if "hnsw" in d]

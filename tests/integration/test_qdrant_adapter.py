@@ -20,14 +20,13 @@ import pytest
 from qdrant_client import models
 
 from adapters import connect
-from adapters._spec import CollectionSpec, DenseField, IndexParams
 from adapters.base import Adapter
 from adapters.memory import MemoryAdapter
 from adapters.qdrant._mapping import score, search_params, vector_params
-from sdk.metrics import Similarity
-from sdk.types import HybridQuery, Record
-
-from .conformance import AdapterConformance
+from adapters.testing import AdapterConformance
+from sdk.core.similarity import Similarity
+from sdk.core.spec import CollectionSpec, DenseField, IndexParams
+from sdk.core.types import HybridQuery, Record
 
 
 class TestQdrantConformance(AdapterConformance):

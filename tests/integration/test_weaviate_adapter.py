@@ -15,10 +15,10 @@ import pytest
 
 from adapters import connect
 from adapters.base import CollectionSpec, DenseField, IndexParams, PayloadField, SparseField, point_id
+from adapters.testing import AdapterConformance
 from adapters.weaviate import WeaviateAdapter
-from sdk.errors import AdapterError, CapabilityError, InputError
-from sdk.types import Eq, Fusion, FusionMethod, HybridQuery, Record, SparseVector
-from tests.integration.conformance import AdapterConformance
+from sdk.core.errors import AdapterError, CapabilityError, InputError
+from sdk.core.types import Eq, Fusion, FusionMethod, HybridQuery, Record, SparseVector
 
 
 @pytest.fixture

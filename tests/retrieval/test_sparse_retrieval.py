@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import sdk
+from sdk.core.types import SparseVector
 from sdk.encoders.sparse import SparseEncoder
-from sdk.types import SparseVector
 from tests.encoder_fixtures import data_root, read_jsonl, splade_tiny_dir
 
 pytestmark = pytest.mark.slow

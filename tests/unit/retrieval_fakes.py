@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.types import SparseVector
+from sdk.core.types import SparseVector
 
 DIM = 48
 
@@ -89,7 +89,7 @@ TOPICS = ["python list tuple", "debian package install", "vector database search
 
 
 def fake_documents(n: int = 60) -> list[Any]:
-    from sdk.types import Document
+    from sdk.core.types import Document
 
     return [Document(f"d{i:03d}", f"{TOPICS[i % len(TOPICS)]} note {i} " + " ".join(TOPICS[(i * 7) % len(TOPICS)]
                                                                                    .split()[: 1 + i % 3]),

@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
+import sys
 import uuid
 
 import numpy as np
 import pytest
 
 import adapters
-from adapters._common import ID_NAMESPACE, RetryPolicy, is_transient, point_id, rrf_fuse
-from adapters._guard import check_same
-from adapters._validate import prepare_records
+import sdk
 from adapters.base import Capabilities, CollectionSpec, DenseField, IndexParams, PayloadField, SparseField
+from adapters.guard import check_same
+from adapters.ids import ID_NAMESPACE, point_id
 from adapters.memory import MEMORY_CAPABILITIES
-from sdk.errors import (
+from adapters.retry import RetryPolicy, is_transient
+from adapters.validate import prepare_records
+from sdk.core.errors import (
     AdapterError,
     CapabilityError,
     ConfigError,
     DimensionMismatchError,
     InputError,
-    MetricMismatchError,
     MissingDependencyError,
     SchemaMismatchError,
+    SimilarityMismatchError,
     TransientAdapterError,
 )
-from sdk.metrics import Similarity
-from sdk.types import And, Eq, In, Not, Or, Range, Record
+from sdk.core.fusion import rrf_fuse
+from sdk.core.similarity import Similarity
+from sdk.core.types import And, Eq, In, Not, Or, Range, Record
 
 FAST = RetryPolicy(attempts=3, budget_s=5.0, initial_wait_s=0.0, max_wait_s=0.0)
 
@@ -81,7 +84,7 @@ def test_spec_json_round_trip() -> None:
 
 
 def test_capabilities_refuse_what_they_do_not_claim() -> None:
-    caps = Capabilities("db", metrics={"float32": frozenset({Similarity.COSINE})})
+    caps = Capabilities("db", similarities={"float32": frozenset({Similarity.COSINE})})
     caps.check_spec(CollectionSpec("c", dense=(DenseField("d", 4),)))
     with pytest.raises(CapabilityError, match="manhattan"):
         caps.check_spec(CollectionSpec("c", dense=(DenseField("d", 4, "manhattan"),)))
@@ -97,7 +100,7 @@ def test_guard_names_every_difference() -> None:
     check_same(stored, spec(encoder="a"), "c")
     with pytest.raises(DimensionMismatchError, match="dim is 8 in the collection, 16"):
         check_same(stored, spec(dim=16, encoder="a"), "c")
-    with pytest.raises(MetricMismatchError, match="similarity"):
+    with pytest.raises(SimilarityMismatchError, match="similarity"):
         check_same(stored, spec(sim="dot", encoder="a"), "c")
     with pytest.raises(SchemaMismatchError, match="encoder is 'a' in the collection, 'b'"):
         check_same(stored, spec(encoder="b"), "c")
@@ -202,10 +205,46 @@ def test_connect_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
         adapters.connect("redis://localhost:6379")
     with pytest.raises(ConfigError):
         adapters.connect("nonsense")
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "weaviate" else real(n, *a))
+    # the driver is missing: the adapter's one driver check names the extra to install
+    monkeypatch.setitem(sys.modules, "weaviate", None)
+    for name in [m for m in sys.modules if m.startswith("adapters.weaviate")]:
+        monkeypatch.delitem(sys.modules, name)
     with pytest.raises(MissingDependencyError, match=r"retrieval-forge\[weaviate\]"):
         adapters.connect("weaviate://localhost:8080?grpc=50051")
+
+
+def test_registry_finds_entry_points_and_run_time_adapters() -> None:
+    from adapters.memory import MemoryAdapter
+    from sdk.core import registry
+
+    assert {"memory", "qdrant", "postgresql", "milvus+lite"} <= set(registry.schemes())
+    made: list[str] = []
+
+    class Custom(MemoryAdapter):
+        @classmethod
+        def from_url(cls, url: str) -> Custom:
+            made.append(url)
+            return cls()
+
+    registry.register_adapter("mydb", Custom)
+    try:
+        assert isinstance(sdk.connect("mydb://host:1"), Custom) and made == ["mydb://host:1"]
+        assert "mydb" in registry.schemes()
+        registry.register_adapter("memory", lambda url: Custom())  # run time wins over the entry point
+        assert isinstance(adapters.connect("memory://"), Custom)
+    finally:
+        registry.unregister_adapter("mydb")
+        registry.unregister_adapter("memory")
+    assert type(adapters.connect("memory://")) is MemoryAdapter
+    with pytest.raises(ConfigError, match="unknown database URL scheme 'mydb'"):
+        adapters.connect("mydb://host:1")
+    for bad in ("", "a:b", "x/y", None):
+        with pytest.raises(ConfigError):
+            registry.register_adapter(bad, Custom)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="from_url"):
+        registry.register_adapter("ok", 42)
+    with pytest.raises(ConfigError, match="no host or path"):
+        adapters.connect("memory://somewhere")
 
 
 def test_connect_embedded_urls() -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from sdk.core.errors import InputError, ModelLoadError
 from sdk.encoders.cross_encoder import CrossEncoder
 from sdk.encoders.modules import ClassificationTransformer
-from sdk.errors import InputError, ModelLoadError
 from tests.encoder_fixtures import build_tiny_bert_base, build_tiny_cross_encoder
 
 PAIRS = [

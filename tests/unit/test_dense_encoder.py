@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from sdk.core.errors import CapabilityError, InputError, ModelLoadError
 from sdk.encoders.dense import DenseEncoder
 from sdk.encoders.modules import POOLING_MODES, Normalize, Pooling, Transformer
-from sdk.errors import CapabilityError, InputError, ModelLoadError
 from sdk.quantization import Calibration
 
 TEXTS = [

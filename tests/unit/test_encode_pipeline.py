@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from sdk.encoders import backends_pipeline
-from sdk.encoders.backends_pipeline import batches
+from sdk.core.errors import InputError, SDKError
+from sdk.encoders import feed as feed_module
 from sdk.encoders.dense import DenseEncoder
-from sdk.errors import InputError, SDKError
+from sdk.encoders.feed import batches
 
 WORDS = "the a of to python package install list tuple debian database vector search query text model".split()
 
@@ -22,7 +22,7 @@ def _texts(n: int, seed: int = 0) -> list[str]:
 
 
 def test_batches_cover_every_text_once_and_are_token_sorted(tiny_bert: DenseEncoder, monkeypatch) -> None:
-    monkeypatch.setattr(backends_pipeline, "WINDOW", 40)
+    monkeypatch.setattr(feed_module, "WINDOW", 40)
     texts = _texts(203)
     seen: list[int] = []
     for idx, features in batches(texts, 8, tiny_bert.transformer.tokenize):
@@ -49,7 +49,7 @@ def test_left_padding_is_trimmed_on_the_left(tiny_bert: DenseEncoder) -> None:
 
 
 def test_encoding_equals_one_text_at_a_time(tiny_bert: DenseEncoder, monkeypatch) -> None:
-    monkeypatch.setattr(backends_pipeline, "WINDOW", 16)
+    monkeypatch.setattr(feed_module, "WINDOW", 16)
     texts = _texts(70, seed=2)
     together = tiny_bert.encode(texts, batch_size=4)
     alone = np.stack([tiny_bert.encode(t) for t in texts[:10]])

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdk.encoders import backends_pipeline
-from sdk.encoders.backends_pipeline import batches
+from sdk.encoders import feed as feed_module
 from sdk.encoders.dense import DenseEncoder
+from sdk.encoders.feed import batches
 from sdk.encoders.modules import Transformer
 from sdk.encoders.tokenize_fast import FastTokenizer
 
@@ -82,7 +82,7 @@ def test_models_without_token_types_and_lower_casing(tiny_mpnet_dir: Path, tiny_
 
 
 def test_pipeline_batches_are_identical_on_both_paths(minilm: DenseEncoder, shared_data: Path, monkeypatch) -> None:
-    monkeypatch.setattr(backends_pipeline, "WINDOW", 64)
+    monkeypatch.setattr(feed_module, "WINDOW", 64)
     texts = _real_texts(shared_data, per_file=60)
     transformer = minilm.transformer
     slow = list(batches(texts, 16, transformer.tokenize, background=False))

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from sdk.cli.main import main
+from sdk.core.errors import CapabilityError, InputError, MissingDependencyError, ModelLoadError
 from sdk.encoders.backends import transformers_in
-from sdk.encoders.backends_onnx import ONNX_FILE, SIDECAR, OrtModel, quantized_name
+from sdk.encoders.backends.onnx import ONNX_FILE, SIDECAR, OrtModel, quantized_name
 from sdk.encoders.cross_encoder import CrossEncoder
 from sdk.encoders.dense import DenseEncoder
 from sdk.encoders.modules import Router, SparseStaticEmbedding, SpladePooling
 from sdk.encoders.sparse import SparseEncoder
-from sdk.errors import CapabilityError, InputError, MissingDependencyError, ModelLoadError
 from tests.encoder_fixtures import build_tiny_cross_encoder, build_tiny_mlm, tiny_tokenizer
 
 ATOL = 1e-4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sdk.errors import DimensionMismatchError, InputError
+from sdk.core.errors import DimensionMismatchError, InputError
 from sdk.quantization import (
     Calibration,
     calibration_ranges,

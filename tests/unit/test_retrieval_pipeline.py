@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import sdk
-from adapters._common import rrf_fuse
 from adapters.base import PayloadField
 from adapters.memory import MEMORY_CAPABILITIES, MemoryAdapter
-from sdk.errors import CapabilityError, ConfigError, DimensionMismatchError, InputError
+from sdk.core.errors import CapabilityError, ConfigError, DimensionMismatchError, InputError
+from sdk.core.fusion import rrf_fuse
+from sdk.core.types import Eq, Fusion, FusionMethod, HybridQuery
 from sdk.retrieval import RetrievalPipeline, RetrievedDocument, Retriever, SearchResult
-from sdk.types import Eq, Fusion, FusionMethod, HybridQuery
 from tests.unit.retrieval_fakes import FakeDense, FakeReranker, FakeSparse, fake_documents
 
 PAYLOAD = (PayloadField("kind", "keyword"), PayloadField("n", "int"))

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from sdk.core.errors import InputError, ModelLoadError
+from sdk.core.types import SparseVector
 from sdk.encoders.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
 from sdk.encoders.sparse import SparseEncoder
-from sdk.errors import InputError, ModelLoadError
-from sdk.types import SparseVector
 from tests.encoder_fixtures import build_tiny_bert_base, build_tiny_mlm
 
 TEXTS = [

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sdk import util
-from sdk.errors import InputError
+from sdk.core.errors import InputError
 
 rng = np.random.default_rng(1)
 A = rng.normal(size=(7, 16)).astype(np.float32)

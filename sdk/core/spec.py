@@ -1,32 +1,37 @@
-"""What a collection holds (``CollectionSpec``) and what a database can do (``Capabilities``).
+"""What a collection holds: ``CollectionSpec`` and its dense, sparse and payload fields.
 
-Both are frozen values validated on construction, so an impossible schema fails where it is
-written instead of deep inside a driver. The spec serialises to JSON because every adapter
-stores it in the database itself: the collection remembers which encoder, dimensions, metrics
-and precisions wrote it, and the guard in ``adapters._guard`` compares against that record.
+Frozen values validated on construction, so an impossible schema fails where it is written
+instead of deep inside a driver. The spec serialises to JSON because every adapter stores it in
+the database itself: the collection remembers which encoder, dimensions, similarities and
+storage types wrote it, and the guard in ``adapters.guard`` compares against that record.
+
+Vocabulary: a field's ``storage`` type (float32, float16, int8, binary) is how the database keeps
+the numbers; it is not the encoder's output ``precision`` (``sdk.quantization``), although an
+int8 encoder output is naturally stored in an int8 field.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sdk.errors import CapabilityError, InputError
-from sdk.metrics import Similarity
-from sdk.types import FusionMethod
+from sdk.core.errors import InputError
+from sdk.core.similarity import Similarity
 
 __all__ = [
     "NAME_RULE",
     "SCHEMA_VERSION",
-    "Capabilities",
+    "STORAGE_TYPES",
     "CollectionSpec",
     "DenseField",
     "IndexParams",
     "PayloadField",
     "SparseField",
+    "StorageType",
     "check_name",
 ]
 
@@ -35,8 +40,8 @@ NAME_RULE = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 _NAME_RE = re.compile(NAME_RULE)
 # Names the adapters use for their own columns / payload keys; a user field may not take them.
 RESERVED_NAMES = frozenset({"id", "pk", "doc_id", "text", "metadata", "score", "distance"})
-PRECISIONS = ("float32", "float16", "int8", "binary")
-Precision = Literal["float32", "float16", "int8", "binary"]
+STORAGE_TYPES = ("float32", "float16", "int8", "binary")
+StorageType = Literal["float32", "float16", "int8", "binary"]
 PAYLOAD_TYPES = ("keyword", "int", "float", "bool")
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf_flat")
 QUANTIZATIONS = ("int8", "binary", "pq")
@@ -102,34 +107,53 @@ class IndexParams:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class DenseField:
-    """A named dense vector: width, similarity and storage precision.
+    """A named dense vector: width, similarity and storage type.
 
-    ``precision`` is what the caller passes and what is stored exactly: ``float32``; ``float16``
+    ``storage`` is what the caller passes and what is stored exactly: ``float32``; ``float16``
     (half precision storage); ``int8`` (integers in [-128, 127], e.g. from the SDK's calibrated
     quantizer, stored without loss); ``binary`` (``dim`` bits, given as 0/1 values or packed into
     ``dim // 8`` uint8 bytes; compared with hamming or jaccard). ``matryoshka_dim`` adds a prefix
     vector of that width searched first, with the full vector used to rescore the candidates.
+    ``precision=`` is the deprecated name of ``storage``.
     """
 
     name: str
     dim: int
-    similarity: Similarity = Similarity.COSINE
-    precision: Precision = "float32"
-    matryoshka_dim: int | None = None
-    index: IndexParams = field(default_factory=IndexParams)
+    similarity: Similarity
+    storage: StorageType
+    matryoshka_dim: int | None
+    index: IndexParams
+
+    def __init__(self, name: str, dim: int, similarity: Similarity | str = Similarity.COSINE,
+                 storage: StorageType = "float32", matryoshka_dim: int | None = None,
+                 index: IndexParams | None = None, *, precision: StorageType | None = None) -> None:
+        if precision is not None:
+            warnings.warn("DenseField(precision=...) is deprecated; use storage=... (the storage type)",
+                          DeprecationWarning, stacklevel=2)
+            storage = precision
+        for key, value in (("name", name), ("dim", dim), ("similarity", similarity), ("storage", storage),
+                           ("matryoshka_dim", matryoshka_dim), ("index", IndexParams() if index is None else index)):
+            object.__setattr__(self, key, value)
+        self.__post_init__()
+
+    @property
+    def precision(self) -> str:
+        """Deprecated name of ``storage``."""
+        warnings.warn("DenseField.precision is deprecated; read .storage", DeprecationWarning, stacklevel=2)
+        return self.storage
 
     def __post_init__(self) -> None:
         _field_name(self.name, "dense field name")
         object.__setattr__(self, "similarity", Similarity.parse(self.similarity))
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or not 1 <= self.dim <= 65_536:
             raise InputError(f"dense field {self.name!r}: dim must be an int in 1..65536, got {self.dim!r}")
-        if self.precision not in PRECISIONS:
+        if self.storage not in STORAGE_TYPES:
             raise InputError(
-                f"dense field {self.name!r}: unknown precision {self.precision!r}; use one of {PRECISIONS}"
+                f"dense field {self.name!r}: unknown storage type {self.storage!r}; use one of {STORAGE_TYPES}"
             )
-        binary = self.precision == "binary"
+        binary = self.storage == "binary"
         if binary and self.similarity not in _BINARY_METRICS:
             raise InputError(
                 f"dense field {self.name!r}: binary vectors are compared with hamming or jaccard, "
@@ -137,13 +161,13 @@ class DenseField:
             )
         if not binary and self.similarity not in _FLOAT_METRICS:
             raise InputError(
-                f"dense field {self.name!r}: {self.similarity.value} needs precision='binary'"
+                f"dense field {self.name!r}: {self.similarity.value} needs storage='binary'"
             )
         if binary and self.dim % 8:
             raise InputError(f"dense field {self.name!r}: binary dim must be a multiple of 8, got {self.dim}")
         if self.matryoshka_dim is not None:
             if binary:
-                raise InputError(f"dense field {self.name!r}: Matryoshka prefixes need a non-binary precision")
+                raise InputError(f"dense field {self.name!r}: Matryoshka prefixes need a non-binary storage type")
             if not 1 <= int(self.matryoshka_dim) < self.dim:
                 raise InputError(
                     f"dense field {self.name!r}: matryoshka_dim must be in 1..{self.dim - 1}, "
@@ -159,7 +183,7 @@ class DenseField:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dim": self.dim, "similarity": self.similarity.value,
-                "precision": self.precision, "matryoshka_dim": self.matryoshka_dim,
+                "storage": self.storage, "matryoshka_dim": self.matryoshka_dim,
                 "index": self.index.to_dict()}
 
 
@@ -228,7 +252,7 @@ class CollectionSpec:
         cal: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
         for key, (lo, hi) in dict(self.calibration).items():
             dense = self.dense_field(key)
-            if dense.precision != "int8":
+            if dense.storage != "int8":
                 raise InputError(f"calibration given for {key!r}, which is not an int8 field")
             lo_t, hi_t = tuple(float(x) for x in lo), tuple(float(x) for x in hi)
             if len(lo_t) != dense.dim or len(hi_t) != dense.dim:
@@ -278,7 +302,8 @@ class CollectionSpec:
             return cls(
                 name=data["name"],
                 dense=tuple(
-                    DenseField(d["name"], int(d["dim"]), Similarity.parse(d["similarity"]), d["precision"],
+                    DenseField(d["name"], int(d["dim"]), Similarity.parse(d["similarity"]),
+                               d["storage"] if "storage" in d else d["precision"],  # "precision": before 0.2
                                d.get("matryoshka_dim"), IndexParams(**d.get("index", {})))
                     for d in data.get("dense", ())
                 ),
@@ -300,87 +325,3 @@ class CollectionSpec:
         except json.JSONDecodeError as exc:
             raise InputError(f"stored collection spec is not JSON ({exc})") from exc
         return cls.from_dict(data)
-
-
-def _frozen(items: Iterable[Any]) -> frozenset[Any]:
-    return frozenset(items)
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What one database (as connected) can do natively; checked before any call reaches it.
-
-    ``metrics`` maps each storage precision to the similarities the database computes for it.
-    ``emulated`` names features the engine accepts but only emulates (Qdrant local mode ignores
-    quantization and HNSW settings), so tests and users know which claims need a server.
-    ``rrf_k`` is the only RRF constant a database's native fusion uses when a query cannot set it
-    (``None``: any k); ``rrf_weights`` says whether native RRF takes per-leg weights;
-    ``leg_candidates`` whether a native hybrid honours ``HybridQuery.candidate_limits`` per leg.
-    The retrieval pipeline reads these to choose native fusion or its documented client-side fallback.
-    """
-
-    name: str
-    metrics: Mapping[str, frozenset[Similarity]]
-    sparse: bool = False
-    sparse_idf: bool = False
-    fusions: frozenset[FusionMethod] = frozenset()
-    text_leg: bool = False
-    aliases: bool = False
-    matryoshka: bool = False
-    quantization: frozenset[str] = frozenset()
-    index_kinds: frozenset[str] = frozenset({"auto", "flat"})
-    async_api: bool = False
-    emulated: frozenset[str] = frozenset()
-    max_payload_bytes: int = 65_536
-    max_text_bytes: int = 65_535
-    rrf_k: int | None = None
-    rrf_weights: bool = True
-    leg_candidates: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "metrics", {k: _frozen(Similarity.parse(s) for s in v)
-                                             for k, v in dict(self.metrics).items()})
-        object.__setattr__(self, "fusions", _frozen(FusionMethod(f) for f in self.fusions))
-        for key in ("quantization", "index_kinds", "emulated"):
-            object.__setattr__(self, key, _frozen(getattr(self, key)))
-
-    @property
-    def precisions(self) -> frozenset[str]:
-        return frozenset(self.metrics)
-
-    def supports(self, precision: str, similarity: Similarity | str) -> bool:
-        return Similarity.parse(similarity) in self.metrics.get(precision, frozenset())
-
-    def check_spec(self, spec: CollectionSpec) -> None:
-        """Raise ``CapabilityError`` naming the first thing in ``spec`` this database cannot store."""
-        for f in spec.dense:
-            if not self.supports(f.precision, f.similarity):
-                have = {p: sorted(s.value for s in m) for p, m in sorted(self.metrics.items())}
-                raise CapabilityError(
-                    f"{self.name} cannot store {f.precision} vectors compared with {f.similarity.value} "
-                    f"(field {f.name!r}); it supports {have}. Choose another metric/precision or database"
-                )
-            if f.matryoshka_dim and not self.matryoshka:
-                raise CapabilityError(f"{self.name} has no Matryoshka multi-stage search (field {f.name!r})")
-            if f.index.quantization and f.index.quantization not in self.quantization:
-                raise CapabilityError(
-                    f"{self.name} has no {f.index.quantization} index quantization (field {f.name!r}); "
-                    f"supported: {sorted(self.quantization) or 'none'}"
-                )
-            if f.index.kind not in self.index_kinds:
-                raise CapabilityError(
-                    f"{self.name} has no {f.index.kind} index (field {f.name!r}); "
-                    f"supported: {sorted(self.index_kinds)}"
-                )
-        if spec.sparse and not self.sparse:
-            raise CapabilityError(f"{self.name} does not store user-supplied sparse vectors")
-        for s in spec.sparse:
-            if s.idf and not self.sparse_idf:
-                raise CapabilityError(f"{self.name} has no IDF modifier for sparse field {s.name!r}; set idf=False")
-
-    def check_fusion(self, method: FusionMethod) -> None:
-        if method not in self.fusions:
-            raise CapabilityError(
-                f"{self.name} has no native {method.value} fusion; supported: "
-                f"{sorted(f.value for f in self.fusions) or 'none'}"
-            )

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters._spec import CollectionSpec
-from sdk.errors import DimensionMismatchError, MetricMismatchError, SchemaMismatchError
+from sdk.core.errors import DimensionMismatchError, SchemaMismatchError, SimilarityMismatchError
+from sdk.core.spec import CollectionSpec
 
 __all__ = ["check_same", "diff_specs"]
 
@@ -60,5 +60,5 @@ def check_same(stored: CollectionSpec, wanted: CollectionSpec, collection: str) 
     if "dim" in kinds:
         raise DimensionMismatchError(msg)
     if "metric" in kinds:
-        raise MetricMismatchError(msg)
+        raise SimilarityMismatchError(msg)
     raise SchemaMismatchError(msg)

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from adapters._common import point_id
-from adapters._spec import Capabilities, CollectionSpec, DenseField, SparseField
-from sdk.errors import CapabilityError, DimensionMismatchError, InputError
-from sdk.types import Filter, Fusion, HybridQuery, Record, SparseVector
+from adapters.ids import point_id
+from sdk.core.capabilities import Capabilities
+from sdk.core.errors import CapabilityError, DimensionMismatchError, InputError
+from sdk.core.spec import CollectionSpec, DenseField, SparseField
+from sdk.core.types import Filter, Fusion, HybridQuery, Record, SparseVector
 
 __all__ = ["PreparedRecord", "QueryPlan", "prepare_query", "prepare_records", "prepare_vector"]
 
@@ -58,7 +59,7 @@ def prepare_vector(spec: CollectionSpec, f: DenseField, vec: Any, who: str) -> n
         raise InputError(f"{who}: vector {f.name!r} must be numeric, got dtype {arr.dtype}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InputError(f"{who}: vector {f.name!r} holds NaN or inf; fix the encoder output")
-    if f.precision == "binary":
+    if f.storage == "binary":
         if arr.size == f.dim // 8 and arr.dtype == np.uint8:
             return np.unpackbits(arr)
         if arr.size != f.dim:
@@ -74,14 +75,14 @@ def prepare_vector(spec: CollectionSpec, f: DenseField, vec: Any, who: str) -> n
             f"{who}: vector {f.name!r} has {arr.size} dimensions but collection {spec.name!r} stores "
             f"{f.dim}; use the encoder the collection was built with or a new collection"
         )
-    if f.precision == "int8":
+    if f.storage == "int8":
         if not np.all(np.round(arr) == arr) or arr.min() < -128 or arr.max() > 127:
             raise InputError(
                 f"{who}: int8 vector {f.name!r} must hold integers in [-128, 127]; quantize it with the "
                 "collection's calibration ranges first"
             )
         return arr.astype(np.float32)
-    if f.precision == "float16":
+    if f.storage == "float16":
         if np.any(np.abs(arr) > 65504):
             raise InputError(f"{who}: float16 vector {f.name!r} has values beyond the float16 range")
         return arr.astype(np.float16)
@@ -93,7 +94,7 @@ def prepare_vector(spec: CollectionSpec, f: DenseField, vec: Any, who: str) -> n
 
 def _check_sparse(sf: SparseField, vec: Any, who: str) -> SparseVector:
     if not isinstance(vec, SparseVector):
-        raise InputError(f"{who}: sparse vector {sf.name!r} must be an sdk.types.SparseVector")
+        raise InputError(f"{who}: sparse vector {sf.name!r} must be an sdk.core.types.SparseVector")
     if vec.indices and vec.indices[-1] > MAX_SPARSE_INDEX:
         raise InputError(f"{who}: sparse vector {sf.name!r} has index {vec.indices[-1]} > {MAX_SPARSE_INDEX}")
     return vec
@@ -161,7 +162,7 @@ def prepare_records(spec: CollectionSpec, caps: Capabilities, records: Iterable[
     out: dict[str, PreparedRecord] = {}
     for rec in records:
         if not isinstance(rec, Record):
-            raise InputError(f"upsert takes sdk.types.Record values, got {type(rec).__name__}")
+            raise InputError(f"upsert takes sdk.core.types.Record values, got {type(rec).__name__}")
         who = f"record {rec.id!r}"
         unknown = (set(rec.vectors) - dense_names) | (set(rec.sparse) - sparse_names)
         if unknown:
@@ -230,7 +231,7 @@ class QueryPlan:
 def prepare_query(spec: CollectionSpec, caps: Capabilities, q: HybridQuery) -> QueryPlan:
     """Resolve ``q`` against ``spec``; refuse legs or fusions the database cannot run natively."""
     if not isinstance(q, HybridQuery):
-        raise InputError(f"query takes an sdk.types.HybridQuery, got {type(q).__name__}")
+        raise InputError(f"query takes an sdk.core.types.HybridQuery, got {type(q).__name__}")
     dense = sparse = None
     legs: list[str] = []
     if q.dense is not None:

@@ -1,18 +1,19 @@
-"""Logic every adapter shares: storage ids, batching, retries with error translation, RRF.
+"""Retries and error translation, shared by every adapter.
 
-Kept in one place so the four databases cannot drift apart on what makes a re-run idempotent
-(ids), what is retried (only transient failures, within a bounded budget) or how fused ranks
-are computed when a fallback or a test needs them.
+The error-translation rule: a driver exception never leaves an adapter. ``Adapter._call`` runs
+each driver call under a ``RetryPolicy``; whatever escapes is handed to ``Adapter._translate``,
+which recognises the database's own cases (collection not found, schema clash) and defers to
+``translate_error`` here for the rest: transient failures (refused or reset connections,
+timeouts, 5xx, "unavailable") become ``TransientAdapterError`` and are retried within a bounded
+budget; everything else becomes ``AdapterError``. Always ``raise ... from exc``.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import re
 import socket
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -25,55 +26,11 @@ from tenacity import (
     wait_random,
 )
 
-from sdk.errors import AdapterError, SDKError, TransientAdapterError
+from sdk.core.errors import AdapterError, SDKError, TransientAdapterError
 
-__all__ = [
-    "ID_NAMESPACE",
-    "RetryPolicy",
-    "batched",
-    "is_transient",
-    "point_id",
-    "rrf_fuse",
-    "translate_error",
-]
+__all__ = ["NO_RETRY", "RetryPolicy", "is_transient", "translate_error"]
 
 T = TypeVar("T")
-
-# Fixed forever: changing it would give every stored document a new id and duplicate them.
-ID_NAMESPACE = uuid.UUID("6f1c2a9e-5b4d-5e8f-9a3c-7d2e1b0f4c58")
-
-
-_NS = ID_NAMESPACE.bytes
-
-
-def point_id(doc_id: str) -> str:
-    """Storage id of a document: uuid5 of its id, so the same document always lands on the same point.
-
-    Equal to ``str(uuid.uuid5(ID_NAMESPACE, doc_id))`` (a unit test holds it to that), computed
-    without building a ``UUID`` object, which dominated upsert overhead on fast engines.
-    """
-    h = bytearray(hashlib.sha1(_NS + doc_id.encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50
-    h[8] = (h[8] & 0x3F) | 0x80
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Chunks of at most ``size`` items, in order."""
-    if size < 1:
-        from sdk.errors import InputError
-
-        raise InputError(f"batch_size must be >= 1, got {size}")
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
 
 _TRANSIENT_WORDS = (
     "connection refused", "connection reset", "connection aborted", "broken pipe", "timed out",
@@ -150,25 +107,3 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(attempts=1, budget_s=0.0)
-
-
-def rrf_fuse(
-    rankings: Mapping[str, Sequence[str]],
-    k: int = 60,
-    weights: Mapping[str, float] | None = None,
-    limit: int | None = None,
-) -> list[tuple[str, float]]:
-    """Reciprocal rank fusion: ``score(d) = sum_leg w_leg / (k + rank_leg(d))`` with ranks from 1.
-
-    Ties are broken by the best single-leg rank, then by id, so the result is deterministic.
-    """
-    weights = weights or {}
-    scores: dict[str, float] = {}
-    best: dict[str, int] = {}
-    for leg, ids in rankings.items():
-        w = float(weights.get(leg, 1.0))
-        for rank, doc in enumerate(ids, start=1):
-            scores[doc] = scores.get(doc, 0.0) + w / (k + rank)
-            best[doc] = min(best.get(doc, rank), rank)
-    ordered = sorted(scores.items(), key=lambda kv: (-kv[1], best[kv[0]], kv[0]))
-    return ordered[:limit] if limit is not None else ordered

@@ -13,9 +13,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-from adapters._spec import CollectionSpec
-from sdk.errors import InputError
-from sdk.types import And, Eq, Filter, In, Not, Or, Range
+from sdk.core.errors import InputError
+from sdk.core.spec import CollectionSpec
+from sdk.core.types import And, Eq, Filter, In, Not, Or, Range
 
 __all__ = ["FilterTranslator", "PythonFilter"]
 
@@ -49,7 +49,7 @@ class FilterTranslator(abc.ABC, Generic[T]):
             return self._and(parts) if isinstance(f, And) else self._or(parts)
         if isinstance(f, Not):
             return self._not(self.translate(f.filter))
-        raise InputError(f"unknown filter node {f!r}; build filters from sdk.types Eq/In/Range/And/Or/Not")
+        raise InputError(f"unknown filter node {f!r}; build filters from sdk.core.types Eq/In/Range/And/Or/Not")
 
     def _field(self, name: str) -> str:
         if name not in self.types:

@@ -1,7 +1,8 @@
 """One conformance suite for every adapter, in the spirit of LangChain's VectorStoreIntegrationTests.
 
 A database's test module subclasses ``AdapterConformance`` and provides an ``adapter`` fixture
-(a fresh connection; collections are created with unique names and dropped afterwards). Every
+(a fresh connection; collections are created with unique names and dropped afterwards). Each
+test's docstring says what it checks and what a failure usually means. Every
 answer is compared with the exact ``MemoryAdapter`` on the same data. The suite is driven by
 ``adapter.capabilities``: a feature the adapter claims must work and match the reference; a
 feature it does not claim must raise ``CapabilityError`` (never a silent downgrade).
@@ -17,7 +18,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from adapters._common import RetryPolicy, rrf_fuse
 from adapters.base import (
     Adapter,
     Capabilities,
@@ -28,17 +28,19 @@ from adapters.base import (
     SparseField,
 )
 from adapters.memory import MemoryAdapter
-from sdk.errors import (
+from adapters.retry import RetryPolicy
+from sdk.core.errors import (
     AdapterError,
     CapabilityError,
     CollectionNotFoundError,
     DimensionMismatchError,
     InputError,
-    MetricMismatchError,
     SchemaMismatchError,
+    SimilarityMismatchError,
 )
-from sdk.metrics import Similarity
-from sdk.types import (
+from sdk.core.fusion import rrf_fuse
+from sdk.core.similarity import Similarity
+from sdk.core.types import (
     And,
     Eq,
     Filter,
@@ -64,20 +66,20 @@ PAYLOAD = (PayloadField("kind", "keyword"), PayloadField("year", "int"),
 KINDS = ("alpha", "beta", "gamma", 'x"; DROP TABLE t; --')
 HOSTILE_NAMES = ['x"; DROP TABLE t; --', "a b", "1abc", "", "x" * 64, "Robert'); DROP TABLE students;--",
                  "{ Get { Thing } }", "ns.coll", "a-b", "名前", "col$"]
-ALL_PRECISION_METRICS = [
+ALL_STORAGE_SIMILARITIES = [
     (p, s) for p in ("float32", "float16", "int8") for s in ("cosine", "dot", "euclidean", "manhattan")
 ] + [("binary", "hamming"), ("binary", "jaccard")]
 
 
 # ---- deterministic data ------------------------------------------------------------------------
-def _vectors(precision: str, n: int, dim: int, seed: int) -> np.ndarray:
+def _vectors(storage: str, n: int, dim: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    if precision == "binary":
+    if storage == "binary":
         return rng.integers(0, 2, size=(n, dim)).astype(np.uint8)
-    if precision == "int8":
+    if storage == "int8":
         return rng.integers(-128, 128, size=(n, dim)).astype(np.float32)
     vecs = rng.normal(size=(n, dim)).astype(np.float32)
-    return vecs.astype(np.float16).astype(np.float32) if precision == "float16" else vecs
+    return vecs.astype(np.float16).astype(np.float32) if storage == "float16" else vecs
 
 
 def _sparse(rng: np.random.Generator, active: int = 12) -> SparseVector:
@@ -85,10 +87,10 @@ def _sparse(rng: np.random.Generator, active: int = 12) -> SparseVector:
     return SparseVector(tuple(int(i) * 71 % SPARSE_VOCAB for i in idx), tuple(rng.uniform(0.1, 3.0, active)))
 
 
-def make_records(n: int = N_DOCS, dim: int = DIM, precision: str = "float32", seed: int = 7,
+def make_records(n: int = N_DOCS, dim: int = DIM, storage: str = "float32", seed: int = 7,
                  sparse: bool = True, dense: bool = True) -> list[Record]:
     """Deterministic records with dense ``"dense"``, sparse ``"sparse"`` vectors and typed metadata."""
-    vecs = _vectors(precision, n, dim, seed)
+    vecs = _vectors(storage, n, dim, seed)
     rng = np.random.default_rng(seed + 1)
     out = []
     for i in range(n):
@@ -104,8 +106,8 @@ def make_records(n: int = N_DOCS, dim: int = DIM, precision: str = "float32", se
     return out
 
 
-def _query_vector(precision: str, dim: int, seed: int) -> np.ndarray:
-    return _vectors(precision, 1, dim, 1000 + seed)[0]
+def _query_vector(storage: str, dim: int, seed: int) -> np.ndarray:
+    return _vectors(storage, 1, dim, 1000 + seed)[0]
 
 
 def assert_same_hits(got: list[Hit], want: list[Hit], *, rel: float = 1e-4, abs_: float = 1e-4,
@@ -171,10 +173,10 @@ class AdapterConformance:
         self._created.append(n)
         return n
 
-    def spec(self, name: str, *, precision: str = "float32", similarity: str = "cosine", dim: int = DIM,
+    def spec(self, name: str, *, storage: str = "float32", similarity: str = "cosine", dim: int = DIM,
              sparse: bool = True, idf: bool = False, matryoshka: int | None = None,
              index: IndexParams | None = None, encoder: str | None = "enc-v1") -> CollectionSpec:
-        dense = DenseField("dense", dim, Similarity.parse(similarity), precision, matryoshka,  # type: ignore[arg-type]
+        dense = DenseField("dense", dim, Similarity.parse(similarity), storage, matryoshka,  # type: ignore[arg-type]
                            index or IndexParams())
         return CollectionSpec(name, dense=(dense,), sparse=(SparseField("sparse", idf),) if sparse else (),
                               payload=PAYLOAD, encoder=encoder)
@@ -191,12 +193,14 @@ class AdapterConformance:
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def test_capabilities_value(self, caps: Capabilities) -> None:
+        """Capabilities is a frozen value with similarities per storage type. Failure: the adapter builds it by hand or mutates it."""
         assert isinstance(caps, Capabilities)
-        assert caps.metrics and all(isinstance(s, Similarity) for m in caps.metrics.values() for s in m)
+        assert caps.similarities and all(isinstance(s, Similarity) for m in caps.similarities.values() for s in m)
         with pytest.raises(AttributeError):
             caps.sparse = not caps.sparse  # type: ignore[misc]
 
     def test_lifecycle(self, db: Adapter, caps: Capabilities) -> None:
+        """Create, describe, count, drop round trip. Failure: _read_spec does not find the stored spec, or _drop/_create are not idempotent."""
         spec = self.spec(self.name(), sparse=self.sparse_ok(caps))
         assert not db.exists(spec.name)
         with pytest.raises(CollectionNotFoundError):
@@ -213,6 +217,7 @@ class AdapterConformance:
         assert db.drop(spec.name) is False
 
     def test_upsert_is_idempotent(self, db: Adapter, caps: Capabilities) -> None:
+        """Re-upserting the same ids overwrites. Failure: storage ids are not adapters.ids.point_id, or _upsert_batch inserts instead of upserting."""
         spec = self.spec(self.name(), sparse=self.sparse_ok(caps))
         db.ensure_collection(spec)
         records = make_records(sparse=self.sparse_ok(caps))
@@ -226,6 +231,7 @@ class AdapterConformance:
         assert got.text == "new text" and dict(got.metadata) == {"kind": "beta"}
 
     def test_get_round_trip(self, db: Adapter, caps: Capabilities) -> None:
+        """Stored vectors, text, metadata come back as written. Failure: a vector or payload conversion in _get (dtype, sparse order, JSON)."""
         spec = self.spec(self.name(), sparse=self.sparse_ok(caps))
         db.ensure_collection(spec)
         records = make_records(10, sparse=self.sparse_ok(caps))
@@ -247,6 +253,7 @@ class AdapterConformance:
             np.testing.assert_allclose(sv.values, want.sparse["sparse"].values, rtol=1e-6)
 
     def test_delete_missing_ids_is_quiet(self, db: Adapter, caps: Capabilities) -> None:
+        """Deleting unknown ids is a no-op. Failure: _delete raises on missing ids or deletes by the wrong key."""
         spec = self.spec(self.name(), sparse=self.sparse_ok(caps))
         db.ensure_collection(spec)
         db.upsert(spec.name, make_records(10, sparse=self.sparse_ok(caps)))
@@ -272,6 +279,7 @@ class AdapterConformance:
     @pytest.mark.parametrize("flt", FILTERS, ids=lambda f: repr(f)[:60])
     def test_filters_match_reference(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities,
                                      flt: Filter) -> None:
+        """Each filter selects what the memory reference selects. Failure: the FilterTranslator subclass maps one operator or type wrongly."""
         spec = self.spec(self.name(), sparse=self.sparse_ok(caps))
         self.both(db, ref, spec, make_records(sparse=self.sparse_ok(caps)))
         assert db.count(spec.name, flt) == ref.count(spec.name, flt) > 0
@@ -281,6 +289,7 @@ class AdapterConformance:
         assert_same_hits(got, want, rel=self.score_rel, abs_=self.score_abs)
 
     def test_unknown_filter_field(self, db: Adapter, caps: Capabilities) -> None:
+        """Filters on undeclared or mistyped fields are refused with InputError. Failure: the translator skips FilterTranslator's field checks."""
         spec = self.spec(self.name(), sparse=self.sparse_ok(caps))
         db.ensure_collection(spec)
         for bad in (Eq("nope", 1), Eq("extra", "x"), Range("kind", gte=1), Eq("year", "2003"),
@@ -291,26 +300,30 @@ class AdapterConformance:
                 db.query(spec.name, HybridQuery(dense=_query_vector("float32", DIM, 0), filter=bad))
 
     # ---- metrics and precisions ----------------------------------------------------------------
-    @pytest.mark.parametrize(("precision", "similarity"), ALL_PRECISION_METRICS)
+    @pytest.mark.parametrize(("storage", "similarity"), ALL_STORAGE_SIMILARITIES)
     def test_metric_matches_reference(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities,
-                                      precision: str, similarity: str) -> None:
-        dim = 64 if precision == "binary" else DIM
-        spec = self.spec(self.name(), precision=precision, similarity=similarity, dim=dim, sparse=False)
-        if not caps.supports(precision, similarity):
+                                      storage: str, similarity: str) -> None:
+        """Each storage type and similarity ranks and scores like the reference. Failure: a wrong row in the mapping table or distance-to-score kind."""
+        dim = 64 if storage == "binary" else DIM
+        spec = self.spec(self.name(), storage=storage, similarity=similarity, dim=dim, sparse=False)
+        if not caps.supports(storage, similarity):
             with pytest.raises(CapabilityError):
                 db.ensure_collection(spec)
             return
-        self.both(db, ref, spec, make_records(precision=precision, dim=dim, sparse=False))
+        self.both(db, ref, spec, make_records(storage=storage, dim=dim, sparse=False))
         for seed in range(3):
-            q = HybridQuery(dense=_query_vector(precision, dim, seed), limit=10)
+            q = HybridQuery(dense=_query_vector(storage, dim, seed), limit=10)
             got, want = db.query(spec.name, q), ref.query(spec.name, replace(q, limit=20))
-            wide = 20 if precision == "float16" else 1
+            wide = 20 if storage == "float16" else 1
             assert_same_hits(got, want, rel=self.score_rel * wide, abs_=self.score_abs * wide, limit=10)
 
     @pytest.mark.parametrize("kind", ["int8", "binary", "pq"])
     def test_index_quantization_rescored(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities,
                                          kind: str) -> None:
-        """Quantized indexes rescore with the original vectors, so the top hits equal the exact answer."""
+        """Quantized indexes rescore with the original vectors, so the top hits equal the exact answer.
+
+        Failure: the quantized index is searched without rescoring, or oversampling is ignored.
+        """
         index = IndexParams(kind="auto", quantization=kind, rescore=True, oversampling=4.0)
         spec = self.spec(self.name(), similarity="cosine", sparse=False, index=index)
         if kind not in caps.quantization:
@@ -324,6 +337,7 @@ class AdapterConformance:
         assert db.describe(spec.name).dense[0].index.quantization == kind
 
     def test_matryoshka_two_stage(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities) -> None:
+        """Prefix search then full rescore equals the reference's two stages. Failure: the prefix vector is not written or candidate limits are ignored."""
         spec = self.spec(self.name(), dim=DIM, matryoshka=8, sparse=False)
         if not caps.matryoshka:
             with pytest.raises(CapabilityError):
@@ -340,7 +354,10 @@ class AdapterConformance:
         assert [h.id for h in got] == [h.id for h in full]  # with every candidate: the exact ranking
 
     def test_matryoshka_in_a_hybrid_query(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities) -> None:
-        """The prefix stage also feeds the dense leg of a fused query (Qdrant nested prefetch, Milvus pk filter)."""
+        """The prefix stage also feeds the dense leg of a fused query (Qdrant nested prefetch, Milvus pk filter).
+
+        Failure: the dense leg of the fused query skips the prefix stage or the filter.
+        """
         if not (caps.matryoshka and caps.sparse and FusionMethod.RRF in caps.fusions):
             # whichever piece is missing, the store must say so instead of answering something else
             q = HybridQuery(dense=np.ones(DIM, dtype=np.float32), sparse=SparseVector((1,), (1.0,)), limit=5)
@@ -363,6 +380,7 @@ class AdapterConformance:
     @pytest.mark.parametrize("idf", [False, True])
     def test_sparse_matches_reference(self, db: Adapter, ref: MemoryAdapter, caps: Capabilities,
                                       idf: bool) -> None:
+        """Sparse dot product (and IDF when claimed) equals the reference. Failure: sparse indices/values are mangled or the IDF modifier differs."""
         spec = self.spec(self.name(), idf=idf)
         if not caps.sparse or (idf and not caps.sparse_idf):
             with pytest.raises(CapabilityError):
@@ -378,6 +396,7 @@ class AdapterConformance:
 
     @pytest.mark.parametrize("method", list(FusionMethod))
     def test_hybrid_fusion(self, db: Adapter, caps: Capabilities, method: FusionMethod) -> None:
+        """A native fused query puts the doc first in both legs first and agrees with RRF. Failure: the fusion name mapping or the per-leg limits are wrong."""
         spec = self.spec(self.name(), sparse=caps.sparse)
         db.ensure_collection(spec)
         records = make_records(sparse=caps.sparse)
@@ -409,6 +428,7 @@ class AdapterConformance:
             assert {h.id for h in got} <= set(legs["dense"]) | set(legs["sparse"])
 
     def test_text_leg_capability(self, db: Adapter, caps: Capabilities) -> None:
+        """A text (BM25) leg works when claimed and is refused when not. Failure: Capabilities.text_leg disagrees with the engine."""
         spec = self.spec(self.name(), sparse=self.sparse_ok(caps))
         db.ensure_collection(spec)
         records = make_records(sparse=self.sparse_ok(caps))
@@ -422,6 +442,7 @@ class AdapterConformance:
 
     # ---- aliases -------------------------------------------------------------------------------
     def test_aliases_blue_green(self, db: Adapter, caps: Capabilities) -> None:
+        """Aliases resolve for every call and switch atomically. Failure: _read_spec does not follow aliases or _switch_alias is not implemented."""
         blue, green, alias = self.name(), self.name(), self.name()
         for n in (blue, green):
             db.ensure_collection(self.spec(n, sparse=self.sparse_ok(caps)))
@@ -448,6 +469,7 @@ class AdapterConformance:
 
     # ---- the metadata guard --------------------------------------------------------------------
     def test_metadata_guard(self, db: Adapter, caps: Capabilities) -> None:
+        """A spec other than the stored one is refused before anything is written. Failure: the adapter does not store the spec JSON in the database."""
         sp = self.sparse_ok(caps)
         spec = self.spec(self.name(), sparse=sp)
         db.ensure_collection(spec)
@@ -455,7 +477,7 @@ class AdapterConformance:
         wider = self.spec(spec.name, dim=DIM * 2, sparse=sp)
         other_metric = self.spec(spec.name, similarity="dot", sparse=sp)
         other_encoder = self.spec(spec.name, encoder="enc-v2", sparse=sp)
-        for bad, err in ((wider, DimensionMismatchError), (other_metric, MetricMismatchError),
+        for bad, err in ((wider, DimensionMismatchError), (other_metric, SimilarityMismatchError),
                          (other_encoder, SchemaMismatchError)):
             with pytest.raises(err) as info:
                 db.ensure_collection(bad)
@@ -475,6 +497,7 @@ class AdapterConformance:
     # ---- bad input -----------------------------------------------------------------------------
     @pytest.mark.parametrize("bad", HOSTILE_NAMES)
     def test_hostile_names_are_refused(self, db: Adapter, bad: str) -> None:
+        """Names that could inject into a query language are refused. Failure: the adapter bypasses check_name on some entry point."""
         with pytest.raises(InputError):
             db.ensure_collection(self.spec(bad))
         with pytest.raises(InputError):
@@ -487,6 +510,7 @@ class AdapterConformance:
             db.drop(bad)
 
     def test_bad_vectors_write_nothing(self, db: Adapter, caps: Capabilities) -> None:
+        """Invalid records fail validation before the first batch. Failure: the adapter writes in upsert() instead of the _upsert_batch hook."""
         sp = self.sparse_ok(caps)
         spec = self.spec(self.name(), sparse=sp)
         db.ensure_collection(spec)
@@ -517,6 +541,7 @@ class AdapterConformance:
             db.get(spec.name, [""])
 
     def test_empty_and_hostile_payloads_round_trip(self, db: Adapter, caps: Capabilities) -> None:
+        """Empty and hostile payloads are stored verbatim. Failure: string building instead of parameters/driver quoting."""
         sp = self.sparse_ok(caps)
         spec = self.spec(self.name(), sparse=sp)
         db.ensure_collection(spec)
@@ -536,7 +561,10 @@ class AdapterConformance:
     # ---- faults --------------------------------------------------------------------------------
     def test_transient_failure_mid_batch_is_retried(self, db: Adapter, caps: Capabilities,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-        """The engine dies half-way through batch 2 (half written); the retry leaves one copy each."""
+        """The engine dies half-way through batch 2 (half written); the retry leaves one copy each.
+
+        A connection reset mid-batch is retried and leaves one copy each. Failure: _translate does not map the driver's transient error to TransientAdapterError.
+        """
         sp = self.sparse_ok(caps)
         spec = self.spec(self.name(), sparse=sp)
         db.ensure_collection(spec)
@@ -557,6 +585,7 @@ class AdapterConformance:
 
     def test_failed_upsert_rerun_leaves_one_copy(self, db: Adapter, caps: Capabilities,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+        """A non-transient failure is not retried and a re-run completes the write exactly. Failure: _translate marks every error transient."""
         sp = self.sparse_ok(caps)
         spec = self.spec(self.name(), sparse=sp)
         db.ensure_collection(spec)
