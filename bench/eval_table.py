@@ -46,8 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sdk.evaluation import load_beir  # noqa: E402
 from sdk.core.types import SparseVector  # noqa: E402
+from sdk.evaluation import load_beir  # noqa: E402
 
 CACHE = Path(os.environ.get("RF_EVAL_CACHE", "/tmp/rf_eval_cache"))
 DATA = Path(os.environ.get("SDK_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -184,9 +184,9 @@ def cached_encoders(name: str, split: str = "test") -> tuple[Any, _Cached, _Cach
 def run_store(dataset: str, store: str, url: str, variants: bool = False) -> list[dict[str, Any]]:
     """Index the cached corpus into one store, evaluate dense / sparse / hybrid (and variants)."""
     from adapters import connect
+    from sdk.core.types import Fusion, FusionMethod
     from sdk.evaluation import RetrievalEvaluator, index_dataset
     from sdk.retrieval import RetrievalPipeline
-    from sdk.core.types import Fusion, FusionMethod
 
     ds, dense, sparse = cached_encoders(dataset)
     adapter = connect(url)

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from adapters import connect
-from adapters.ids import point_id
 from adapters.base import CollectionSpec, DenseField, PayloadField, SparseField
+from adapters.ids import point_id
 from sdk.core.types import Record, SparseVector
 
 DIM, VOCAB, ACTIVE, BATCH = 384, 30_522, 30, 256

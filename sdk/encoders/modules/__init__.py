@@ -7,6 +7,7 @@ so a manifest entry is matched by its class name under a known package, never im
 
 from __future__ import annotations
 
+from sdk.core.errors import ModelLoadError
 from sdk.encoders.modules.base import EncoderModule
 from sdk.encoders.modules.dense import Dense, Normalize
 from sdk.encoders.modules.heads import ClassificationTransformer, MLMTransformer
@@ -14,7 +15,6 @@ from sdk.encoders.modules.pooling import POOLING_MODES, Pooling
 from sdk.encoders.modules.router import Router
 from sdk.encoders.modules.splade import SparseStaticEmbedding, SpladePooling
 from sdk.encoders.modules.transformer import Transformer
-from sdk.errors import ModelLoadError
 
 __all__ = [
     "POOLING_MODES",

@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sdk.core.errors import ModelLoadError
 from sdk.encoders.modules.base import EncoderModule
-from sdk.errors import ModelLoadError
 
 __all__ = ["Dense", "Normalize"]
 

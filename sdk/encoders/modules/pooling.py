@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from sdk.core.errors import InputError
 from sdk.encoders.modules.base import EncoderModule
-from sdk.errors import InputError
 
 __all__ = ["POOLING_MODES", "Pooling"]
 

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sdk.core.errors import InputError, ModelLoadError
 from sdk.encoders.modules.base import EncoderModule
-from sdk.errors import InputError, ModelLoadError
 
 __all__ = ["Router"]
 

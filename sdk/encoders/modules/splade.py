@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from sdk.core.errors import InputError, ModelLoadError
 from sdk.encoders.modules.base import EncoderModule
 from sdk.encoders.weights import load_state_dict
-from sdk.errors import InputError, ModelLoadError
 
 __all__ = ["SPLADE_ACTIVATIONS", "SPLADE_POOLING", "SparseStaticEmbedding", "SpladePooling"]
 

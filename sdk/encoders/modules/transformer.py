@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from sdk.core.errors import ModelLoadError
 from sdk.encoders.modules.base import EncoderModule
 from sdk.encoders.tokenize_fast import FastTokenizer, RaggedTokens
 from sdk.encoders.weights import has_pickle_only, has_torch_weights, onnx_files, pickle_refused
-from sdk.errors import ModelLoadError
 
 __all__ = ["Transformer"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdk.errors import InputError, SDKError
+from sdk.core.errors import InputError, SDKError
 
 __all__ = ["combine", "map_chunks", "start_pool", "stop_pool"]
 
@@ -35,7 +35,7 @@ def _default_devices() -> list[str]:
 
 def start_pool(encoder: torch.nn.Module, target_devices: Sequence[str] | None = None) -> Pool:
     """Start one worker process per entry of ``target_devices`` (default: every GPU, else 4 CPU workers)."""
-    from sdk.encoders.backends_onnx import default_threads
+    from sdk.encoders.backends.onnx import default_threads
 
     devices = list(target_devices) if target_devices is not None else _default_devices()
     if not devices or not all(isinstance(d, str) for d in devices):
@@ -67,7 +67,7 @@ def stop_pool(pool: Pool) -> None:
 
 def _worker(device: str, encoder: Any, inputs: Any, outputs: Any, threads: int) -> None:
     """Serve (chunk id, method, items, kwargs) jobs until the parent terminates us."""
-    from sdk.encoders.backends_onnx import OrtModel
+    from sdk.encoders.backends.onnx import OrtModel
 
     if device.startswith("cpu"):
         torch.set_num_threads(threads)

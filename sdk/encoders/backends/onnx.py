@@ -3,7 +3,8 @@
 ``OrtModel`` stands in for the transformers model *inside* a ``Transformer`` module: it is
 called with the same keyword inputs and returns an output whose ``[0]`` / ``.logits`` /
 ``.last_hidden_state`` is the same tensor. So tokenization, pooling, SPLADE and
-classification code never learn which backend ran; only ``sdk.encoders.backends`` decides.
+classification code never learn which backend ran; only ``sdk.encoders.backends`` decides,
+and ``prepare_onnx`` is what it calls to make the swap.
 
 Files live where sentence-transformers puts them: ``<model>/onnx/model.onnx`` (fp32) and
 ``<model>/onnx/model_qint8_<arch>.onnx`` (dynamic int8, per-channel weights). A sidecar
@@ -22,21 +23,27 @@ import platform
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from sdk.core.errors import CapabilityError, InputError, MissingDependencyError, ModelLoadError
 from sdk.encoders.weights import is_weightless, onnx_files
-from sdk.errors import CapabilityError, InputError, MissingDependencyError, ModelLoadError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdk.encoders.backends import BackendOptions
+    from sdk.encoders.modules import Transformer
 
 __all__ = [
     "ONNX_FILE",
     "OrtModel",
     "export_onnx",
     "host_arch",
+    "prepare_onnx",
     "quantize_int8",
     "quantized_name",
     "weights_fingerprint",
@@ -449,3 +456,18 @@ class OrtModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}"
+
+
+def prepare_onnx(transformers: Sequence[Transformer], options: BackendOptions) -> None:
+    """Swap each transformer's model for an ``OrtModel`` running the file ``options`` pick (exported if needed)."""
+    for transformer in transformers:
+        model = transformer.auto_model
+        if isinstance(model, OrtModel):
+            continue
+        names = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in transformer._forward_keys)
+        path = resolve_onnx_file(
+            model, transformer.tokenizer, names, file_name=options.file_name, quantize=options.quantize,
+            export_dir=options.export_dir, force_export=options.export,
+        )
+        torch_model = model if is_weightless(model) else model.to("cpu").eval()
+        transformer.auto_model = OrtModel(path, torch_model, options.providers, options.threads)

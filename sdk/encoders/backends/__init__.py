@@ -1,10 +1,12 @@
 """The one place that decides how an encoder's transformer runs: torch (default) or ONNX Runtime.
 
-DenseEncoder, SparseEncoder and CrossEncoder all call ``split_model_kwargs`` before loading
-(backend options must not reach ``from_pretrained``) and ``apply_backend`` after. For
-``backend="onnx"`` every ``Transformer`` module in the stack (inside Router routes too) gets
-its transformers model swapped for an ``OrtModel`` that answers the same call, so pooling,
-SPLADE and classification modules run unchanged on either backend.
+DenseEncoder, SparseEncoder and CrossEncoder all build their ``LoadOptions``
+(``sdk.encoders.options``) with ``split_model_kwargs`` before loading (backend options must
+not reach ``from_pretrained``) and call ``apply_backend`` after. For ``backend="onnx"`` every
+``Transformer`` module in the stack (inside Router routes too) gets its transformers model
+swapped for an ``OrtModel`` (``backends.onnx``) that answers the same call, so pooling, SPLADE
+and classification modules run unchanged on either backend; ``backends.pytorch`` holds what
+only the torch backend does.
 
 Backend options travel in ``model_kwargs`` like sentence-transformers':
 
@@ -29,16 +31,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from sdk.core.errors import CapabilityError, InputError
+from sdk.encoders.backends.pytorch import parse_dtype, prepare_torch
 from sdk.encoders.modules import Router, Transformer
-from sdk.encoders.weights import is_weightless
-from sdk.errors import CapabilityError, InputError, ModelLoadError
 
 __all__ = ["BACKENDS", "BackendOptions", "apply_backend", "split_model_kwargs", "transformers_in"]
 
 BACKENDS = ("torch", "onnx")
 _ONNX_KEYS = ("file_name", "quantize", "export", "export_dir", "provider", "providers", "intra_op_num_threads")
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -55,16 +55,6 @@ class BackendOptions:
     threads: int | None = None
 
 
-def _dtype(value: Any) -> torch.dtype | None:
-    if value is None or value == "auto":
-        return None
-    if isinstance(value, torch.dtype):
-        return value
-    if isinstance(value, str) and value.removeprefix("torch.") in _DTYPES:
-        return _DTYPES[value.removeprefix("torch.")]
-    raise InputError(f"torch_dtype must be one of {sorted(_DTYPES)} or a torch.dtype, got {value!r}")
-
-
 def split_model_kwargs(
     backend: str, model_kwargs: dict[str, Any] | None, owner: str
 ) -> tuple[dict[str, Any], BackendOptions]:
@@ -73,7 +63,7 @@ def split_model_kwargs(
         raise CapabilityError(f"backend {backend!r} is not available for {owner}; use one of {list(BACKENDS)}")
     kwargs = dict(model_kwargs or {})
     torch_dtype, dtype_kw = kwargs.pop("torch_dtype", None), kwargs.pop("dtype", None)
-    dtype = _dtype(torch_dtype if torch_dtype is not None else dtype_kw)
+    dtype = parse_dtype(torch_dtype if torch_dtype is not None else dtype_kw)
     onnx = {key: kwargs.pop(key) for key in _ONNX_KEYS if key in kwargs}
     if backend == "torch":
         if onnx:
@@ -116,39 +106,20 @@ def transformers_in(modules: Sequence[Any]) -> list[Transformer]:
 def apply_backend(modules: Sequence[Any], options: BackendOptions) -> list[Any]:
     """Prepare a loaded module stack for ``options.backend``; returns the (same) modules."""
     stack = list(modules)
-    if options.backend == "torch":
-        for transformer in transformers_in(stack):
-            if is_weightless(transformer.auto_model):
-                folder = transformer.auto_model.name_or_path
-                raise ModelLoadError(
-                    f"{folder} ships ONNX files but no torch weights (model.safetensors); "
-                    "load it with backend='onnx', or add the safetensors weights to run it on torch"
-                )
-        if options.dtype is not None:
-            for module in stack:
-                (module[1] if isinstance(module, tuple) else module).to(options.dtype)
-        return stack
-    from sdk.encoders.backends_onnx import OrtModel, resolve_onnx_file
-
     transformers = transformers_in(stack)
+    if options.backend == "torch":
+        prepare_torch(stack, transformers, options.dtype)
+        return stack
+    from sdk.encoders.backends.onnx import prepare_onnx
+
     if not transformers:
         raise CapabilityError("backend='onnx' needs a Transformer module to export; this stack has none")
-    for transformer in transformers:
-        model = transformer.auto_model
-        if isinstance(model, OrtModel):
-            continue
-        names = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in transformer._forward_keys)
-        path = resolve_onnx_file(
-            model, transformer.tokenizer, names, file_name=options.file_name, quantize=options.quantize,
-            export_dir=options.export_dir, force_export=options.export,
-        )
-        torch_model = model if is_weightless(model) else model.to("cpu").eval()
-        transformer.auto_model = OrtModel(path, torch_model, options.providers, options.threads)
+    prepare_onnx(transformers, options)
     return stack
 
 
 def backend_of(module: nn.Module) -> str:
     """'onnx' when any transformer in ``module`` runs on onnxruntime, else 'torch'."""
-    from sdk.encoders.backends_onnx import OrtModel
+    from sdk.encoders.backends.onnx import OrtModel
 
     return "onnx" if any(isinstance(m, OrtModel) for m in module.modules()) else "torch"
