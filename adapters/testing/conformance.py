@@ -14,6 +14,7 @@ import math
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -559,54 +560,55 @@ class AdapterConformance:
         assert db.count(spec.name) == 3
 
     # ---- faults --------------------------------------------------------------------------------
+    @staticmethod
+    def faulty_upserts(db: Adapter, monkeypatch: pytest.MonkeyPatch, fails: Callable[[int], bool],
+                       keep: Callable[[list[Any]], list[Any]], error: Exception) -> dict[str, int]:
+        """Make the ``fails(n)``-th ``_upsert_batch`` call write only ``keep(batch)``, then raise ``error``."""
+        real = db._upsert_batch
+        calls = {"n": 0}
+
+        def faulty(s, name, batch):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if fails(calls["n"]):
+                real(s, name, keep(batch))
+                raise error
+            return real(s, name, batch)
+
+        monkeypatch.setattr(db, "_upsert_batch", faulty)
+        return calls
+
     def test_transient_failure_mid_batch_is_retried(self, db: Adapter, caps: Capabilities,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
         """The engine dies half-way through batch 2 (half written); the retry leaves one copy each.
 
-        A connection reset mid-batch is retried and leaves one copy each. Failure: _translate does not map the driver's transient error to TransientAdapterError.
+        Failure: _translate does not map the driver's transient error to TransientAdapterError.
         """
         sp = self.sparse_ok(caps)
         spec = self.spec(self.name(), sparse=sp)
         db.ensure_collection(spec)
-        real = db._upsert_batch
-        calls = {"n": 0}
-
-        def flaky(s, name, batch):  # type: ignore[no-untyped-def]
-            calls["n"] += 1
-            if calls["n"] == 2:
-                real(s, name, batch[: len(batch) // 2])
-                raise ConnectionResetError(104, "Connection reset by peer")
-            return real(s, name, batch)
-
-        monkeypatch.setattr(db, "_upsert_batch", flaky)
+        calls = self.faulty_upserts(db, monkeypatch, lambda n: n == 2, lambda b: b[: len(b) // 2],
+                                    ConnectionResetError(104, "Connection reset by peer"))
         records = make_records(40, sparse=sp)
         assert db.upsert(spec.name, records, batch_size=10) == 40
         assert calls["n"] == 5 and db.count(spec.name) == 40
 
     def test_failed_upsert_rerun_leaves_one_copy(self, db: Adapter, caps: Capabilities,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-        """A non-transient failure is not retried and a re-run completes the write exactly. Failure: _translate marks every error transient."""
+        """A non-transient failure is not retried and a re-run completes the write exactly.
+
+        Failure: _translate marks every error transient, or storage ids are not deterministic.
+        """
         sp = self.sparse_ok(caps)
         spec = self.spec(self.name(), sparse=sp)
         db.ensure_collection(spec)
-        real = db._upsert_batch
-        calls = {"n": 0}
-
-        def broken(s, name, batch):  # type: ignore[no-untyped-def]
-            calls["n"] += 1
-            if calls["n"] >= 3:
-                real(s, name, batch[:3])
-                raise RuntimeError("engine stopped")
-            return real(s, name, batch)
-
-        monkeypatch.setattr(db, "_upsert_batch", broken)
+        calls = self.faulty_upserts(db, monkeypatch, lambda n: n >= 3, lambda b: b[:3], RuntimeError("engine stopped"))
         records = make_records(50, sparse=sp)
         with pytest.raises(AdapterError) as info:
             db.upsert(spec.name, records, batch_size=10)
         assert isinstance(info.value.__cause__, RuntimeError)
         assert calls["n"] == 3  # not transient: not retried
         assert db.count(spec.name) == 23
-        monkeypatch.setattr(db, "_upsert_batch", real)
+        monkeypatch.undo()  # the engine is back
         db.upsert(spec.name, records, batch_size=10)
         assert db.count(spec.name) == 50
         assert sorted(r.id for r in db.get(spec.name, [r.id for r in records])) == sorted(r.id for r in records)

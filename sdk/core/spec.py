@@ -261,18 +261,17 @@ class CollectionSpec:
         object.__setattr__(self, "calibration", cal)
 
     def dense_field(self, name: str) -> DenseField:
-        for f in self.dense:
-            if f.name == name:
-                return f
-        known = ", ".join(f.name for f in self.dense) or "none"
-        raise InputError(f"collection {self.name!r} has no dense field {name!r} (dense fields: {known})")
+        return self._find("dense", self.dense, name)
 
     def sparse_field(self, name: str) -> SparseField:
-        for f in self.sparse:
+        return self._find("sparse", self.sparse, name)
+
+    def _find(self, kind: str, fields: tuple[Any, ...], name: str) -> Any:
+        for f in fields:
             if f.name == name:
                 return f
-        known = ", ".join(f.name for f in self.sparse) or "none"
-        raise InputError(f"collection {self.name!r} has no sparse field {name!r} (sparse fields: {known})")
+        known = ", ".join(f.name for f in fields) or "none"
+        raise InputError(f"collection {self.name!r} has no {kind} field {name!r} ({kind} fields: {known})")
 
     def payload_types(self) -> dict[str, str]:
         return {p.name: p.type for p in self.payload}
