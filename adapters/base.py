@@ -10,23 +10,23 @@ in brackets): ``Adapter``; ``Capabilities`` (``sdk.core.capabilities``); ``Colle
 ``DenseField``, ``SparseField``, ``PayloadField``, ``IndexParams``, ``check_name``
 (``sdk.core.spec``); ``PreparedRecord``, ``QueryPlan``, ``DenseLeg``, ``SparseLeg``
 (``adapters.validate``); ``FilterTranslator``, ``PythonFilter`` (``adapters.filters``);
-``RetryPolicy``, ``translate_error``, ``is_transient`` (``adapters.retry``); ``point_id``
-(``adapters.ids``); ``require_driver`` (``adapters.drivers``). The conformance suite every
-adapter must pass is ``adapters.testing``. See docs/ARCHITECTURE.md, "Adding a database".
+``RetryPolicy``, ``translate_error``, ``is_transient`` (``adapters.retry``); ``point_id``,
+``CursorPages`` (``adapters.ids``); ``require_driver`` (``adapters.drivers``). The conformance
+suite every adapter must pass is ``adapters.testing``. See docs/ARCHITECTURE.md, "Adding a database".
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 from adapters.drivers import require_driver
 from adapters.filters import FilterTranslator, PythonFilter
 from adapters.guard import check_same, diff_specs
-from adapters.ids import batched, point_id
-from adapters.retry import RetryPolicy, is_transient, translate_error
+from adapters.ids import CursorPages, batched, point_id
+from adapters.retry import NO_RETRY, RetryPolicy, is_transient, translate_error
 from adapters.validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg, prepare_query, prepare_records
 from sdk.core.capabilities import Capabilities
 from sdk.core.errors import CapabilityError, CollectionNotFoundError, InputError, SDKError
@@ -46,6 +46,7 @@ __all__ = [
     "Adapter",
     "Capabilities",
     "CollectionSpec",
+    "CursorPages",
     "DenseField",
     "DenseLeg",
     "FilterTranslator",
@@ -67,6 +68,7 @@ __all__ = [
 
 T = TypeVar("T")
 DEFAULT_BATCH = 256
+DEFAULT_ID_PAGE = 1000
 
 
 class Adapter(abc.ABC):
@@ -109,6 +111,15 @@ class Adapter(abc.ABC):
         """Exact number of records (matching ``filter``)."""
 
     @abc.abstractmethod
+    def _scan_ids(self, spec: CollectionSpec, name: str, batch_size: int) -> Iterator[list[str]]:
+        """Every document id (``Record.id``, not the storage id), in pages of at most ``batch_size``.
+
+        Any order, each id once. Return a ``CursorPages`` (``adapters.ids``): each ``next()`` fetches
+        one page and a failed fetch leaves the cursor where it was, so ``ids`` can retry that page.
+        Any other iterator gets one try per page (a generator cannot resume after it raised).
+        """
+
+    @abc.abstractmethod
     def _search(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
         """Run a checked query plan with the database's native search and fusion."""
 
@@ -134,9 +145,10 @@ class Adapter(abc.ABC):
         return None
 
     # ---- shared machinery ----------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a driver call under the retry policy, translating errors at this boundary."""
-        return self.retry_policy.call(fn, lambda exc: self._translate(exc, what))
+    def _call(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
+        """Run a driver call under the retry policy (once with ``retry=False``), translating errors at this boundary."""
+        policy = self.retry_policy if retry else NO_RETRY
+        return policy.call(fn, lambda exc: self._translate(exc, what))
 
     def _spec_of(self, collection: str, expect: CollectionSpec | None = None) -> CollectionSpec:
         check_name(collection, "collection name")
@@ -208,6 +220,29 @@ class Adapter(abc.ABC):
         """Exact number of records, optionally only those matching ``filter``."""
         spec = self._spec_of(collection)
         return self._call(f"counting {collection!r}", lambda: self._count(spec, collection, filter))
+
+    def ids(self, collection: str, *, batch_size: int = DEFAULT_ID_PAGE) -> Iterator[str]:
+        """Every document id in the collection (or the alias' target), each once, in no set order.
+
+        The name is checked and the collection looked up when ``ids`` is called; the ids are then
+        fetched ``batch_size`` at a time as the iterator is consumed, each page under the retry
+        policy, so a collection of any size streams in bounded memory. A record written or deleted
+        while the iteration runs may or may not be listed.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        spec = self._spec_of(collection)
+        return self._iter_ids(spec, collection, batch_size)
+
+    def _iter_ids(self, spec: CollectionSpec, collection: str, batch_size: int) -> Iterator[str]:
+        what = f"listing the ids of {collection!r}"
+        pages = iter(self._call(what, lambda: self._scan_ids(spec, collection, batch_size)))
+        retry = isinstance(pages, CursorPages)  # only a cursor can fetch a failed page again
+        while True:
+            page = self._call(what, lambda: next(pages, None), retry=retry)
+            if page is None:
+                return
+            yield from page
 
     def query(self, collection: str, query: HybridQuery, *, expect: CollectionSpec | None = None) -> list[Hit]:
         """Dense, sparse or hybrid search with the database's native fusion; best hit first."""

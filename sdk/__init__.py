@@ -13,7 +13,7 @@ from sdk.core.version import __version__ as __version__
 
 _ERRORS = ("AdapterError", "CapabilityError", "CollectionNotFoundError", "ConfigError", "DimensionMismatchError",
            "InputError", "MissingDependencyError", "ModelLoadError", "SDKError", "SchemaMismatchError",
-           "SimilarityMismatchError", "SyncError", "TransientAdapterError")
+           "SimilarityMismatchError", "SourceError", "SyncError", "TransientAdapterError")
 _VALUES = ("And", "Document", "EncodedBatch", "Eq", "Filter", "Fusion", "FusionMethod", "Hit", "HybridQuery", "In",
            "Not", "Or", "Range", "Record", "SparseVector")
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only; runtime access g
     from sdk.core.errors import SchemaMismatchError as SchemaMismatchError
     from sdk.core.errors import SDKError as SDKError
     from sdk.core.errors import SimilarityMismatchError as SimilarityMismatchError
+    from sdk.core.errors import SourceError as SourceError
     from sdk.core.errors import SyncError as SyncError
     from sdk.core.errors import TransientAdapterError as TransientAdapterError
     from sdk.core.registry import connect as connect

@@ -14,6 +14,7 @@ import numpy as np
 
 from adapters.base import Adapter
 from adapters.filters import PythonFilter
+from adapters.ids import CursorPages
 from adapters.memory.scoring import dense_scores, idf_weights, sparse_scores
 from adapters.validate import DenseLeg, PreparedRecord, QueryPlan
 from sdk.core.capabilities import Capabilities
@@ -98,6 +99,16 @@ class MemoryAdapter(Adapter):
             coll = self._resolve(name)
             for p in pids:
                 coll.records.pop(p, None)
+
+    def _scan_ids(self, spec: CollectionSpec, name: str, batch_size: int) -> CursorPages[int]:
+        with self._lock:  # a snapshot: writes during the scan neither break nor shift the pages
+            doc_ids = [r.doc_id for r in self._resolve(name).records.values()]
+
+        def page(start: int | None) -> tuple[list[str], int | None]:
+            end = (start or 0) + batch_size
+            return doc_ids[start or 0:end], (end if end < len(doc_ids) else None)
+
+        return CursorPages(page)
 
     def _matching(self, spec: CollectionSpec, name: str, filter: Filter | None) -> list[PreparedRecord]:
         recs = list(self._resolve(name).records.values())

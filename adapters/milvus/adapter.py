@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from pymilvus import AnnSearchRequest, DataType, MilvusClient, RRFRanker, WeightedRanker
 
-from adapters.base import Adapter
+from adapters.base import Adapter, CursorPages
 from adapters.milvus._errors import translate
 from adapters.milvus._filters import MilvusFilter, literal
 from adapters.milvus._mapping import capabilities, index_for, score, search_params, vector_type
@@ -40,6 +40,7 @@ __all__ = ["MilvusAdapter"]
 
 CALL: dict[str, Any] = {"timeout": 60.0, "retry_times": 0}  # float timeout: a deadline, not a retry window
 OUT = ["doc_id", "text", "metadata"]
+MAX_QUERY_LIMIT = 16_384  # Milvus refuses offset + limit above this
 SPEC_PREFIX = "retrieval-forge spec v1: "
 SPARSE_SEARCH = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}
 
@@ -211,6 +212,19 @@ class MilvusAdapter(Adapter):
     def _delete(self, spec: CollectionSpec, name: str, pids: list[str]) -> None:
         if pids:
             self._client.delete(name, ids=pids, **CALL)
+
+    def _scan_ids(self, spec: CollectionSpec, name: str, batch_size: int) -> CursorPages[str]:
+        limit = min(batch_size, MAX_QUERY_LIMIT)
+
+        def page(after: str | None) -> tuple[list[str], str | None]:
+            # Keyset paging on the primary key: a limited query returns the smallest pks that match
+            # (what pymilvus' own query_iterator relies on), so "pk > last" starts the next page.
+            expr = f"pk > {literal(after)}" if after is not None else ""
+            rows = self._client.query(name, filter=expr, limit=limit, output_fields=["pk", "doc_id"], **CALL)
+            last = max((row["pk"] for row in rows), default=None)
+            return [row["doc_id"] for row in rows], (last if len(rows) >= limit else None)
+
+        return CursorPages(page)
 
     @staticmethod
     def _expr(spec: CollectionSpec, flt: Filter | None) -> str:

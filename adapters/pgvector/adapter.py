@@ -21,7 +21,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from adapters.base import Adapter, Capabilities, CollectionSpec, PreparedRecord, QueryPlan
+from adapters.base import Adapter, Capabilities, CollectionSpec, CursorPages, PreparedRecord, QueryPlan
 from adapters.pgvector._ddl import ALIAS_TABLE, META_TABLE, create_table, index_statements, meta_tables
 from adapters.pgvector._errors import is_connection_lost, translate
 from adapters.pgvector._filters import Params, SqlFilter
@@ -228,6 +228,22 @@ class PgvectorAdapter(Adapter):
                   for n, v in zip(sparse, row[4 + len(dense):], strict=True)}
             out.append(PreparedRecord(str(row[0]), row[1], vecs, sp, row[2] or "", dict(row[3] or {})))
         return out
+
+    def _scan_ids(self, spec: CollectionSpec, name: str, batch_size: int) -> CursorPages[Any]:
+        # Keyset paging on the primary key: each page is one short indexed range scan in its own
+        # transaction (doc_id has no index, so "doc_id > %s ORDER BY doc_id" would sort the table per page).
+        table = sql.Identifier(spec.name)
+        first = sql.SQL("SELECT id, doc_id FROM {} ORDER BY id LIMIT %s").format(table)
+        after = sql.SQL("SELECT id, doc_id FROM {} WHERE id > %s ORDER BY id LIMIT %s").format(table)
+
+        def page(last: Any) -> tuple[list[str], Any]:
+            if last is None:
+                rows = self._tx(lambda conn: conn.execute(first, (batch_size,)).fetchall())
+            else:
+                rows = self._tx(lambda conn: conn.execute(after, (last, batch_size)).fetchall())
+            return [row[1] for row in rows], (rows[-1][0] if len(rows) >= batch_size else None)
+
+        return CursorPages(page)
 
     def _delete(self, spec: CollectionSpec, name: str, pids: list[str]) -> None:
         stmt = sql.SQL("DELETE FROM {} WHERE id = ANY(%s::uuid[])").format(sql.Identifier(spec.name))

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from adapters.base import Adapter
+from adapters.base import Adapter, CursorPages
 from adapters.qdrant._errors import translate
 from adapters.qdrant._filters import META, QdrantFilter
 from adapters.qdrant._mapping import capabilities, score, search_params, sparse_params, vector_params
@@ -149,6 +149,15 @@ class QdrantAdapter(Adapter):
     def _delete(self, spec: CollectionSpec, name: str, pids: list[str]) -> None:
         if pids:
             self._client.delete(name, points_selector=models.PointIdsList(points=pids), wait=True)
+
+    def _scan_ids(self, spec: CollectionSpec, name: str, batch_size: int) -> CursorPages[Any]:
+        def page(offset: Any) -> tuple[list[str], Any]:
+            # Scroll walks the points in storage-id order; next_offset is None after the last page.
+            points, next_offset = self._client.scroll(name, limit=batch_size, offset=offset,
+                                                      with_payload=["doc_id"], with_vectors=False)
+            return [(p.payload or {}).get("doc_id", str(p.id)) for p in points], next_offset
+
+        return CursorPages(page)
 
     def _filter(self, spec: CollectionSpec, flt: Filter | None) -> models.Filter | None:
         return QdrantFilter(spec).translate(flt) if flt is not None else None

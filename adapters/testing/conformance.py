@@ -23,6 +23,7 @@ from adapters.base import (
     Adapter,
     Capabilities,
     CollectionSpec,
+    CursorPages,
     DenseField,
     IndexParams,
     PayloadField,
@@ -265,6 +266,73 @@ class AdapterConformance:
         assert db.get(spec.name, ["doc-1", "doc-3"])[0].id == "doc-3"
         db.delete(spec.name, [])
         assert db.count(spec.name) == 8
+
+    def test_ids_lists_every_document(self, db: Adapter, caps: Capabilities) -> None:
+        """ids() lists each stored document id once, across many pages, through aliases and after deletes.
+
+        Failure: _scan_ids returns storage ids instead of document ids, its cursor skips or repeats a
+        page boundary (or stops at the first short page), or it ignores batch_size.
+        """
+        sp = self.sparse_ok(caps)
+        spec = self.spec(self.name(), sparse=sp)
+        db.ensure_collection(spec)
+        assert list(db.ids(spec.name)) == []
+        assert list(db.ids(spec.name, batch_size=7)) == []
+        records = make_records(N_DOCS + 3, sparse=sp)  # 63 = 9 full pages of 7: the last page is full
+        db.upsert(spec.name, records)
+        written = sorted(r.id for r in records)
+        for size in (7, 10, 1000):
+            got = list(db.ids(spec.name, batch_size=size))
+            assert sorted(got) == written, f"batch_size={size}: {len(got)} ids, {len(set(got))} distinct"
+        gone = [r.id for r in records[::5]]
+        db.delete(spec.name, gone)
+        left = sorted(set(written) - set(gone))
+        assert sorted(db.ids(spec.name, batch_size=7)) == left
+        if caps.aliases:
+            alias = self.name()
+            db.create_alias(alias, spec.name)
+            assert sorted(db.ids(alias, batch_size=9)) == left
+            db.delete_alias(alias)
+        with pytest.raises(InputError):
+            db.ids(spec.name, batch_size=0)
+        with pytest.raises(CollectionNotFoundError):
+            list(db.ids("rf_no_such_collection"))
+        for bad in HOSTILE_NAMES[:3]:
+            with pytest.raises(InputError):
+                list(db.ids(bad))
+
+    def test_ids_retries_a_failed_page(self, db: Adapter, caps: Capabilities,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        """The connection drops while page 3 of an id listing is fetched; the retry still lists every id once.
+
+        Failure: _scan_ids returns a generator instead of a CursorPages (a generator that raised is
+        finished, so the page cannot be fetched again), or _translate does not mark the error transient.
+        """
+        sp = self.sparse_ok(caps)
+        spec = self.spec(self.name(), sparse=sp)
+        db.ensure_collection(spec)
+        records = make_records(40, sparse=sp)
+        db.upsert(spec.name, records)
+        real, calls = db._scan_ids, {"n": 0}
+
+        def flaky(s: CollectionSpec, name: str, size: int) -> Any:
+            pages = real(s, name, size)
+            assert isinstance(pages, CursorPages), f"_scan_ids returned {type(pages).__name__}, not CursorPages"
+            fetch = pages._fetch
+
+            def failing(cursor: Any) -> tuple[list[str], Any]:
+                calls["n"] += 1
+                if calls["n"] == 3:
+                    raise ConnectionResetError(104, "Connection reset by peer")
+                return fetch(cursor)
+
+            pages._fetch = failing
+            return pages
+
+        monkeypatch.setattr(db, "_scan_ids", flaky)
+        got = list(db.ids(spec.name, batch_size=6))
+        assert calls["n"] >= 8  # 7 pages (40 = 6 * 6 + 4) and the retried one
+        assert sorted(got) == sorted(r.id for r in records)
 
     # ---- filters -------------------------------------------------------------------------------
     FILTERS: list[Filter] = [

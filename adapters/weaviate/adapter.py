@@ -20,7 +20,7 @@ from weaviate.classes.data import DataObject
 from weaviate.classes.query import Filter as WFilter
 from weaviate.classes.query import HybridFusion, MetadataQuery
 
-from adapters.base import Adapter, Capabilities, CollectionSpec, PreparedRecord, QueryPlan
+from adapters.base import Adapter, Capabilities, CollectionSpec, CursorPages, PreparedRecord, QueryPlan
 from adapters.weaviate._errors import translate
 from adapters.weaviate._filters import WeaviateFilter
 from adapters.weaviate._mapping import (
@@ -221,6 +221,18 @@ class WeaviateAdapter(Adapter):
         props = obj.properties
         return PreparedRecord(str(obj.uuid), props[DOC_ID_PROP], vecs, {}, props.get(TEXT_PROP) or "",
                               json.loads(props.get(PAYLOAD_PROP) or "{}"))
+
+    def _scan_ids(self, spec: CollectionSpec, name: str, batch_size: int) -> CursorPages[Any]:
+        coll = self._coll(spec)
+
+        def page(after: Any) -> tuple[list[str], Any]:
+            # Weaviate's cursor: objects in uuid order, starting after the last uuid of the previous page.
+            res = coll.query.fetch_objects(limit=batch_size, after=after, return_properties=[DOC_ID_PROP],
+                                           include_vector=False)
+            objs = res.objects
+            return [o.properties[DOC_ID_PROP] for o in objs], (objs[-1].uuid if len(objs) >= batch_size else None)
+
+        return CursorPages(page)
 
     def _delete(self, spec: CollectionSpec, name: str, pids: list[str]) -> None:
         if pids:

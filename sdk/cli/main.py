@@ -10,14 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sdk.cli import encode, eval, export
+from sdk.cli import encode, eval, export, search, sync
 from sdk.core.errors import SDKError
 from sdk.core.version import __version__
 
 __all__ = ["build_parser", "main"]
 
 # One module per sub-command, each with ``register(subparsers)``; heavy imports stay inside handlers.
-_COMMANDS = (encode, eval, export)
+_COMMANDS = (sync, search, encode, eval, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sync.rewrite_argv(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.handler(args) or 0)
     except SDKError as exc:

@@ -16,6 +16,7 @@ Driver exceptions never escape: adapters translate them at their boundary with
     │   ├── CollectionNotFoundError  the collection or alias does not exist
     │   └── SchemaMismatchError      the collection was written by another encoder / schema
     └── SyncError                    a sync plan could not be computed or applied
+        └── SourceError              a document source could not be read (names the file and line)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "SDKError",
     "SchemaMismatchError",
     "SimilarityMismatchError",
+    "SourceError",
     "SyncError",
     "TransientAdapterError",
 ]
@@ -99,3 +101,7 @@ class SchemaMismatchError(AdapterError):
 
 class SyncError(SDKError):
     """A sync plan could not be computed or applied."""
+
+
+class SourceError(SyncError):
+    """A document source could not be read: missing path, unreadable file, bad line or row."""

@@ -8,7 +8,7 @@ name the type without importing the ``adapters`` package (and its drivers).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from sdk.core.capabilities import Capabilities
@@ -39,6 +39,8 @@ class VectorStore(Protocol):
     def delete(self, collection: str, ids: Sequence[str]) -> None: ...
 
     def count(self, collection: str, filter: Filter | None = None) -> int: ...
+
+    def ids(self, collection: str, *, batch_size: int = ...) -> Iterator[str]: ...
 
     def query(self, collection: str, query: HybridQuery, *,
               expect: CollectionSpec | None = None) -> list[Hit]: ...

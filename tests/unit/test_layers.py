@@ -1,6 +1,7 @@
 """The floor plan holds: imports point down the layers of docs/ARCHITECTURE.md and never up.
 
     sdk.cli                                  the `sdk` command
+    sdk.sync                                 keeps a collection equal to a source (uses the pipeline)
     sdk.retrieval | sdk.evaluation           pipelines on top of encoders and stores
     sdk.encoders  | adapters                 models; databases (independent of each other)
     sdk.quantization, sdk.util               numeric helpers of the encoders
@@ -31,7 +32,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "adapters": (2, "adapters"),
     "sdk.retrieval": (3, "retrieval"),
     "sdk.evaluation": (3, "evaluation"),
-    "sdk.cli": (4, "cli"),
+    "sdk.sync": (4, "sync"),
+    "sdk.cli": (5, "cli"),
 }
 # Public facades that only re-export the core under their historical names.
 FACADES = {"sdk.errors", "sdk.types", "sdk.metrics"}

@@ -1,0 +1,143 @@
+"""``sdk sync`` as a Python API: keep a collection equal to a document source.
+
+    from sdk.sync import sync, plan, status, verify, rollback
+
+    report = sync("docs/", "qdrant+local:./data", "docs")        # folder, .jsonl or .csv, or a Source
+    print(report.added, report.updated, report.deleted, report.unchanged)
+    plan("docs/", "qdrant+local:./data", "docs")                 # the same scan, nothing written
+
+Encoders default to the packaged all-MiniLM-L6-v2 (dense) and SPLADE-tiny (sparse, when the store
+holds sparse vectors); pass encoder objects or model names/folders, or ``sparse=False``. The ledger
+defaults to an embedded SQLite file per store URL + collection (``sdk.sync.ledger.ledger_dir``);
+a store given as an adapter object needs an explicit ``ledger`` (a path, ``postgresql://`` URL or
+``Ledger``). How a run proceeds and recovers: ``sdk.sync.engine``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sdk.core.errors import ConfigError
+from sdk.core.registry import connect
+from sdk.core.store import VectorStore
+from sdk.sync.engine import SyncReport, Syncer, VerifyReport
+from sdk.sync.engine import rollback as _rollback
+from sdk.sync.engine import status as _status
+from sdk.sync.ledger import Ledger, ledger_dir, ledger_key
+from sdk.sync.sources import CsvSource, FolderSource, JsonlSource, Source, open_source
+
+__all__ = [
+    "CsvSource", "FolderSource", "JsonlSource", "Ledger", "Source", "SyncReport", "Syncer", "VerifyReport",
+    "ledger_dir", "open_source", "plan", "rollback", "status", "sync", "verify",
+]
+
+
+def load_encoders(store: VectorStore, dense: Any = None, sparse: Any = None,
+                  device: str | None = None) -> tuple[Any, Any, dict[str, str | None]]:
+    """Encoder objects from objects, names or defaults, and the names to record for ``sdk search``.
+
+    ``sparse=None`` means the default SPLADE model when the store holds sparse vectors (none
+    otherwise); ``sparse=False`` means no sparse leg.
+    """
+    from sdk.encoders.dense import DenseEncoder
+    from sdk.encoders.loading import default_dense_model
+    from sdk.encoders.sparse import SparseEncoder, default_sparse_model
+
+    if dense is None or isinstance(dense, (str, os.PathLike)):
+        dense = DenseEncoder(str(dense) if dense is not None else default_dense_model(), device=device)
+    if sparse is None:
+        sparse = default_sparse_model() if store.capabilities.sparse else False
+    if isinstance(sparse, (str, os.PathLike)):
+        sparse = SparseEncoder(str(sparse), device=device)
+    sparse = sparse or None
+    models = {"dense": _model_name(dense), "sparse": _model_name(sparse) if sparse is not None else None}
+    return dense, sparse, models
+
+
+def _model_name(encoder: Any) -> str | None:
+    path = getattr(encoder, "model_path", None)
+    return str(path) if path is not None else None
+
+
+@contextmanager
+def _opened(store: VectorStore | str, collection: str, ledger: Ledger | str | os.PathLike[str] | None
+            ) -> Iterator[tuple[VectorStore, Ledger]]:
+    """The store (connected when a URL, closed afterwards) and the ledger of ``collection`` in it."""
+    if isinstance(ledger, Ledger):
+        opened_ledger, own_ledger = ledger, False
+    elif isinstance(store, str):
+        opened_ledger, own_ledger = Ledger.open(ledger, key=ledger_key(store, collection)), True
+    elif ledger is not None:
+        opened_ledger, own_ledger = Ledger.open(ledger, key=f"{collection}-object"), True
+    else:
+        raise ConfigError("a store given as an object needs ledger=PATH (or a Ledger); with a store URL the "
+                          "ledger defaults to a file per store and collection")
+    own_store = isinstance(store, str)
+    adapter = connect(store) if isinstance(store, str) else store
+    try:
+        yield adapter, opened_ledger
+    finally:
+        if own_store:
+            adapter.close()
+        if own_ledger:
+            opened_ledger.close()
+
+
+def _syncer(adapter: VectorStore, collection: str, book: Ledger, dense: Any, sparse: Any,
+            device: str | None, **options: Any) -> Syncer:
+    dense, sparse, models = load_encoders(adapter, dense, sparse, device)
+    return Syncer(adapter, collection, dense=dense, sparse=sparse, ledger=book, models=models, **options)
+
+
+def sync(source: Source | str | os.PathLike[str], store: VectorStore | str, collection: str, *,
+         dense: Any = None, sparse: Any = None, ledger: Ledger | str | None = None, device: str | None = None,
+         **options: Any) -> SyncReport:
+    """Make ``collection`` equal to ``source``; ``options`` go to ``Syncer`` (chunk_tokens, chunk_overlap,
+    keep, batch_size, allow_mass_delete, progress)."""
+    src = open_source(source)
+    with _opened(store, collection, ledger) as (adapter, book):
+        return _syncer(adapter, collection, book, dense, sparse, device, **options).run(src)
+
+
+def plan(source: Source | str | os.PathLike[str], store: VectorStore | str, collection: str, *,
+         dense: Any = None, sparse: Any = None, ledger: Ledger | str | None = None, device: str | None = None,
+         **options: Any) -> SyncReport:
+    """What ``sync`` would do, without writing anything."""
+    src = open_source(source)
+    with _opened(store, collection, ledger) as (adapter, book):
+        return _syncer(adapter, collection, book, dense, sparse, device, **options).plan(src)
+
+
+def status(store: VectorStore | str, collection: str, *, ledger: Ledger | str | None = None) -> dict[str, Any]:
+    """documents, chunks, collection (physical), alias, encoder (fingerprint), last_run."""
+    with _opened(store, collection, ledger) as (_, book):
+        return _status(book, collection)
+
+
+def rollback(store: VectorStore | str, collection: str, *, ledger: Ledger | str | None = None) -> dict[str, Any]:
+    """Point the alias ``collection`` back at the previous kept version."""
+    with _opened(store, collection, ledger) as (adapter, book):
+        return _rollback(book, adapter, collection)
+
+
+def verify(store: VectorStore | str, collection: str, *, repair: bool = False, ledger: Ledger | str | None = None,
+           device: str | None = None) -> VerifyReport:
+    """Ledger versus store; with ``repair``, delete orphans and re-write missing chunks from the recorded
+    sources (with the models that built the live version)."""
+    with _opened(store, collection, ledger) as (adapter, book):
+        live = book.get("live") or {}
+        models = live.get("models") or {}
+        syncer = _syncer(adapter, collection, book, models.get("dense"), models.get("sparse") or False, device)
+        report = syncer.verify(repair=repair)
+        if report.repaired:
+            for name, spec in (book.get("sources") or {}).items():
+                if spec is None:
+                    raise ConfigError(f"source {name} cannot be reopened (it was not a path); run sync with it to "
+                                      "re-write the missing chunks")
+                syncer.run(open_source(spec))
+            after = syncer.verify()
+            report.missing, report.orphans = after.missing, after.orphans
+        return report

@@ -1,0 +1,374 @@
+"""``Syncer``: keep one collection equal to a document source, incrementally, resumably, blue/green.
+
+One run is three steps, in this order, and a crash between any two is repaired by the next run:
+
+1. **Plan** (nothing written): scan the whole source, chunk every document with the dense
+   encoder's tokenizer, fingerprint every chunk (text, stored metadata, chunker settings, encoder
+   fingerprint) and compare with the ledger. A source that fails mid-scan aborts here, so a run
+   whose scan did not complete never deletes anything; a plan that would delete more than half of
+   the collection's documents stops unless ``allow_mass_delete``.
+2. **Write** the new and changed chunks in batches: encode, upsert (idempotent: chunk ids derive
+   from the document id and position), and only then commit those chunks to the ledger.
+3. **Delete** what the source no longer has (documents gone, tail chunks of documents that
+   shrank), from the store first, then from the ledger. Old versions of a document are therefore
+   removed only after its new chunks are written.
+
+The collection ``NAME`` is an alias over physical collections ``NAME_v1``, ``NAME_v2``, ...
+When the encoder fingerprint or the chunker settings differ from the live version's, the run
+fills a new physical collection completely and then switches the alias in one step (blue/green);
+queries through the alias never see a half-filled collection. ``keep`` versions stay for
+``rollback``. Stores without aliases (Milvus Lite) sync into ``NAME`` itself and refuse a
+re-index with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sdk.core.errors import CapabilityError, ConfigError, InputError, SyncError
+from sdk.core.progress import progress_bar
+from sdk.core.spec import CollectionSpec
+from sdk.core.store import VectorStore
+from sdk.core.types import Document
+from sdk.retrieval.pipeline import RetrievalPipeline
+from sdk.sync.chunking import Chunk, TokenChunker
+from sdk.sync.ledger import Ledger, now
+from sdk.sync.sources import Source
+
+__all__ = ["SyncReport", "Syncer", "VerifyReport"]
+
+DELETE_BATCH = 500
+
+
+@dataclass
+class SyncReport:
+    """What a sync did (or, for a plan, would do). Document counts are per source document."""
+
+    source: str
+    collection: str
+    alias: str | None
+    encoder: str
+    planned: bool = False
+    reindex: bool = False
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    chunks_encoded: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    chunks_total: int = 0
+    dropped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        verb = "would" if self.planned else "did"
+        where = f"{self.alias} -> {self.collection}" if self.alias else self.collection
+        lines = [
+            f"sync {verb}: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
+            f"{self.unchanged} unchanged documents",
+            f"chunks: {self.chunks_encoded} to encode, {self.chunks_written} written, {self.chunks_deleted} deleted"
+            if self.planned else
+            f"chunks: {self.chunks_encoded} encoded, {self.chunks_written} written, {self.chunks_deleted} deleted "
+            f"({self.chunks_total} in the collection)",
+            f"collection: {where}" + (" (new version: encoder or chunking changed)" if self.reindex else ""),
+        ]
+        if self.dropped:
+            lines.append(f"dropped old versions: {', '.join(self.dropped)}")
+        if not self.planned:
+            lines.append(f"{self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+@dataclass
+class VerifyReport:
+    """Ledger versus store: chunk ids the ledger lists that the store lacks, and the reverse."""
+
+    collection: str
+    ledger_chunks: int
+    store_chunks: int
+    missing: list[str]
+    orphans: list[str]
+    repaired: bool = False
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.missing or self.orphans)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"collection": self.collection, "ledger_chunks": self.ledger_chunks, "store_chunks": self.store_chunks,
+                "missing": len(self.missing), "orphans": len(self.orphans), "drift": self.drift,
+                "repaired": self.repaired, "missing_ids": self.missing[:20], "orphan_ids": self.orphans[:20]}
+
+
+@dataclass
+class _Plan:
+    """The outcome of the scan: what to write and delete in ``target``."""
+
+    target: dict[str, Any]
+    build: bool
+    writes: list[tuple[Chunk, str]]
+    stale_chunks: list[str]
+    gone_documents: list[str]
+    documents: dict[str, tuple[str, int]]  # document id -> (fingerprint, chunks) of the source
+    report: SyncReport
+
+
+def _digest(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class Syncer:
+    """Sync documents into ``collection`` of ``store`` with the given encoders (see the module docstring).
+
+    ``store`` is an adapter or a URL; ``ledger`` an open ``Ledger``. ``dense`` is required (its
+    tokenizer chunks the text); ``sparse`` is optional.
+    """
+
+    def __init__(self, store: VectorStore | str, collection: str, *, dense: Any, ledger: Ledger,
+                 sparse: Any = None, chunk_tokens: int | None = None, chunk_overlap: int = 0, keep: int = 2,
+                 batch_size: int = 64, allow_mass_delete: bool = False, progress: bool | None = None,
+                 models: Mapping[str, str] | None = None) -> None:
+        if dense is None:
+            raise ConfigError("sync needs a dense encoder: its tokenizer cuts the documents into chunks")
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ConfigError(f"keep must be a positive number of versions, got {keep!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.name = collection
+        self.ledger = ledger
+        self.keep, self.batch_size = keep, batch_size
+        self.allow_mass_delete, self.progress = allow_mass_delete, progress
+        self.models = dict(models or {})
+        self.chunker = TokenChunker.from_encoder(dense, chunk_tokens, chunk_overlap)
+        # The pipeline encodes exactly as searches will (document prompts and routes, field names).
+        self.pipeline = RetrievalPipeline(dense, sparse, store=store, collection=collection, batch_size=32)
+        self.store = self.pipeline.adapter
+        self.aliases = bool(self.store.capabilities.aliases)
+        self.spec = self.pipeline.collection_spec()
+        self.encoder = self.spec.encoder or ""
+        self.want = {"fingerprint": self.encoder, "chunker": self.chunker.settings}
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+    # ---- targets ----------------------------------------------------------------------------
+    def _matches(self, version: Mapping[str, Any] | None) -> bool:
+        return bool(version) and version.get("fingerprint") == self.want["fingerprint"] \
+            and version.get("chunker") == self.want["chunker"]
+
+    def _target(self) -> tuple[dict[str, Any], bool]:
+        """(physical version to write, whether it is a build that ends with an alias switch)."""
+        live = self.ledger.get("live")
+        if self._matches(live):
+            return dict(live), False
+        building = self.ledger.get("building")
+        if self._matches(building):
+            return dict(building), True
+        if not self.aliases:
+            if live:
+                raise CapabilityError(
+                    f"{self.store.capabilities.name} has no aliases, so sync cannot re-index {self.name!r} for a new "
+                    "encoder or chunking without downtime; keep the old settings, or drop the collection (and its "
+                    "ledger) and sync again, or use a store with aliases"
+                )
+            return {"collection": self.name, "version": 0, **self.want}, True
+        for version in reversed(self.ledger.get("versions", [])):
+            if self._matches(version) and self.store.exists(version["collection"]):
+                return dict(version), True
+        n = int(self.ledger.get("next_version", 1))
+        physical = f"{self.name}_v{n}"
+        if len(physical) > 63:
+            raise InputError(f"collection name {self.name!r} is too long for versioned copies; use at most 58 chars")
+        return {"collection": physical, "version": n, **self.want}, True
+
+    def _check_name_is_free(self) -> None:
+        """The alias name must not be a collection sync did not create."""
+        if not self.aliases or self.ledger.get("live") or not self.store.exists(self.name):
+            return
+        if self.store.describe(self.name).name == self.name:
+            raise SyncError(
+                f"a collection named {self.name!r} already exists and was not created by sync; sync keeps "
+                f"{self.name!r} as an alias over versioned collections. Drop it, or sync into another --collection"
+            )
+
+    # ---- planning ---------------------------------------------------------------------------
+    def _scan(self, source: Source) -> _Plan:
+        started = time.perf_counter()
+        self._check_name_is_free()
+        target, build = self._target()
+        physical = target["collection"]
+        existing = self.ledger.chunks(physical)
+        known_docs = self.ledger.documents(physical)
+        report = SyncReport(source.name, physical, self.name if self.aliases else None, self.encoder,
+                            reindex=build and bool(self.ledger.get("live")))
+        writes: list[tuple[Chunk, str]] = []
+        seen: set[str] = set()
+        documents: dict[str, tuple[str, int]] = {}
+        for doc in source:  # a SourceError here aborts the run before anything is deleted
+            if doc.id in documents:
+                raise SyncError(f"document id {doc.id!r} appears twice in {source.name}; ids must be unique")
+            chunks = self.chunker.chunk(doc)
+            fps = []
+            for chunk in chunks:
+                fp = _digest(chunk.content_hash, chunk.metadata, self.want)
+                fps.append(fp)
+                seen.add(chunk.id)
+                if existing.get(chunk.id, ("", "", ""))[2] != fp:
+                    writes.append((chunk, fp))
+            doc_fp = _digest(fps)
+            documents[doc.id] = (doc_fp, len(chunks))
+            before = known_docs.get(doc.id)
+            if before is None:
+                report.added += 1
+            elif before[1] != doc_fp or any(c.id not in existing for c in chunks):
+                report.updated += 1
+            else:
+                report.unchanged += 1
+        stale = [cid for cid, (_, src, _) in existing.items() if src == source.name and cid not in seen]
+        gone = [d for d, (src, _, _) in known_docs.items() if src == source.name and d not in documents]
+        report.deleted = len(gone)
+        report.chunks_encoded = report.chunks_written = len(writes)
+        report.chunks_deleted = len(stale)
+        if gone and not self.allow_mass_delete and len(gone) * 2 > len(known_docs):
+            raise SyncError(
+                f"this run would delete {len(gone)} of the {len(known_docs)} documents in {self.name!r} "
+                f"(source {source.name} yielded {len(documents)}); nothing was deleted. If that is intended, "
+                "re-run with --allow-mass-delete (allow_mass_delete=True)"
+            )
+        report.seconds = time.perf_counter() - started
+        return _Plan(target, build, writes, stale, gone, documents, report)
+
+    def plan(self, source: Source) -> SyncReport:
+        """What ``run(source)`` would do; writes nothing (a dry run)."""
+        report = self._scan(source).report
+        report.planned = True
+        return report
+
+    # ---- running ----------------------------------------------------------------------------
+    def run(self, source: Source) -> SyncReport:
+        """Make the collection equal to ``source`` (see the module docstring for the order of steps)."""
+        started = time.perf_counter()
+        plan = self._scan(source)
+        report, physical = plan.report, plan.target["collection"]
+        spec = self.spec if physical == self.name else self.spec.renamed(physical)
+        if plan.build:
+            # Remembered first, so a killed build resumes into the same physical collection.
+            self.ledger.set(building=plan.target,
+                            next_version=max(int(self.ledger.get("next_version", 1)), plan.target["version"] + 1))
+        self.store.ensure_collection(spec)
+        self._write(plan, spec, source.name)
+        self._delete(plan, physical)
+        if plan.build:
+            report.dropped = self._switch(plan.target)
+        report.chunks_total = self.ledger.counts(physical)[1]
+        report.seconds = time.perf_counter() - started
+        self.ledger.set(last_run={**report.to_dict(), "finished": now()},
+                        sources={**self.ledger.get("sources", {}), source.name: getattr(source, "spec", None)})
+        return report
+
+    def _write(self, plan: _Plan, spec: CollectionSpec, source: str) -> None:
+        physical = spec.name
+        bar = progress_bar(len(plan.writes), f"syncing {self.name}", self.progress, unit="chunk")
+        try:
+            for start in range(0, len(plan.writes), self.batch_size):
+                batch = plan.writes[start:start + self.batch_size]
+                docs = [Document(c.id, c.text, dict(c.metadata)) for c, _ in batch]
+                encoded = self.pipeline.encode_documents(docs)
+                self.store.upsert(physical, encoded.records(), expect=spec)
+                self.ledger.put_chunks(physical, [(c.id, c.document_id, source, fp) for c, fp in batch])
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        known = self.ledger.documents(physical)
+        self.ledger.put_documents(physical, [(d, source, fp, n) for d, (fp, n) in plan.documents.items()
+                                             if known.get(d, ("", "", -1))[1:] != (fp, n) or known[d][0] != source])
+
+    def _delete(self, plan: _Plan, physical: str) -> None:
+        for start in range(0, len(plan.stale_chunks), DELETE_BATCH):
+            ids = plan.stale_chunks[start:start + DELETE_BATCH]
+            self.store.delete(physical, ids)
+            self.ledger.remove_chunks(physical, ids)
+        if plan.gone_documents:
+            self.ledger.remove_documents(physical, plan.gone_documents)
+
+    def _switch(self, target: dict[str, Any]) -> list[str]:
+        """Point the alias at the filled version, then drop versions beyond ``keep``."""
+        physical = target["collection"]
+        version = {**target, "created": target.get("created") or now(), "models": self.models}
+        if self.aliases:
+            self.store.switch_alias(self.name, physical)
+        versions = [v for v in self.ledger.get("versions", []) if v["collection"] != physical] + [version]
+        self.ledger.set(live=version, building=None, versions=versions)
+        dropped: list[str] = []
+        while len(versions) > self.keep:
+            old = versions.pop(0)
+            self.store.drop(old["collection"])
+            self.ledger.forget_collection(old["collection"])
+            self.ledger.set(versions=versions)
+            dropped.append(old["collection"])
+        return dropped
+
+    # ---- status, verify, rollback -----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return status(self.ledger, self.name)
+
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Compare the ledger's chunk ids of the live collection with the ids the store holds.
+
+        ``repair`` deletes orphans (points the ledger does not know) and forgets the ledger rows
+        whose points are missing, so the next ``run`` writes those chunks again (``sdk.sync.verify``
+        does that run with the recorded sources).
+        """
+        live = self.ledger.get("live")
+        if not live:
+            raise SyncError(f"nothing was synced into {self.name!r} yet (no ledger state); run sdk sync first")
+        physical = live["collection"]
+        ledger_ids = set(self.ledger.chunks(physical))
+        store_ids = set(self.store.ids(physical))
+        report = VerifyReport(physical, len(ledger_ids), len(store_ids), sorted(ledger_ids - store_ids),
+                              sorted(store_ids - ledger_ids))
+        if repair and report.drift:
+            for start in range(0, len(report.orphans), DELETE_BATCH):
+                self.store.delete(physical, report.orphans[start:start + DELETE_BATCH])
+            self.ledger.remove_chunks(physical, report.missing)
+            report.repaired = True
+        return report
+
+
+def status(ledger: Ledger, name: str) -> dict[str, Any]:
+    """What the ledger says about ``name``: documents, chunks, physical collection, alias, encoder, last run."""
+    live = ledger.get("live")
+    if not live:
+        return {"documents": 0, "chunks": 0, "collection": None, "alias": None, "encoder": None,
+                "last_run": ledger.get("last_run"), "versions": []}
+    docs, chunks = ledger.counts(live["collection"])
+    return {"documents": docs, "chunks": chunks, "collection": live["collection"],
+            "alias": name if live["collection"] != name else None, "encoder": live.get("fingerprint"),
+            "chunker": live.get("chunker"), "models": live.get("models"), "last_run": ledger.get("last_run"),
+            "versions": [v["collection"] for v in ledger.get("versions", [])], "ledger": ledger.where}
+
+
+def rollback(ledger: Ledger, store: VectorStore, name: str) -> dict[str, Any]:
+    """Point the alias back at the version before the live one (kept by ``keep``)."""
+    live = ledger.get("live")
+    versions = ledger.get("versions", [])
+    index = next((i for i, v in enumerate(versions) if live and v["collection"] == live["collection"]), None)
+    if not live or index is None or index == 0:
+        raise SyncError(f"{name!r} has no previous version to roll back to (kept: "
+                        f"{', '.join(v['collection'] for v in versions) or 'none'}); sync keeps --keep N versions")
+    previous = versions[index - 1]
+    if not store.exists(previous["collection"]):
+        raise SyncError(f"the previous version {previous['collection']!r} is gone from the store; cannot roll back")
+    store.switch_alias(name, previous["collection"])
+    ledger.set(live=previous)  # the order of versions stays: the next build drops the oldest non-live one
+    return {"alias": name, "collection": previous["collection"], "from": live["collection"]}

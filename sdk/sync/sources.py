@@ -1,0 +1,416 @@
+"""Where ``sdk sync`` reads documents from: a folder of text files, a JSONL file or a CSV file.
+
+A source is anything with a stable ``name`` and an ``__iter__`` that yields ``Document``s. The
+name is stored in the sync ledger, so a run only ever deletes documents that came from the same
+source. Iteration streams (one file, line or row at a time) and fails loudly: the sync engine
+scans the whole source before it deletes anything, so an unreadable file or a bad line raises
+``SourceError`` (naming the file, the line and the fix) instead of silently shrinking the source.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from sdk.core.errors import SourceError
+from sdk.core.types import Document
+
+__all__ = ["CsvSource", "FolderSource", "JsonlSource", "Source", "html_to_text", "open_source"]
+
+DEFAULT_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".rst", ".html", ".htm")
+_HTML_SUFFIXES = (".html", ".htm")
+_ACCEPTED = "a folder (text files inside), a .jsonl file (one JSON object per line) or a .csv file (id,text header)"
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Yields the documents to sync. ``name`` identifies the source across runs (``folder:/abs/path``).
+
+    Concrete sources also carry ``spec``: what ``open_source`` takes to open the same source again
+    (a path string), or None when it cannot be reopened from a path alone.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def __iter__(self) -> Iterator[Document]: ...
+
+
+def open_source(spec: str | os.PathLike[str] | Source) -> Source:
+    """A ``Source`` as is; a directory -> ``FolderSource``; ``.jsonl`` -> ``JsonlSource``; ``.csv`` -> ``CsvSource``."""
+    if not isinstance(spec, (str, os.PathLike)):
+        if isinstance(spec, Source):
+            return spec
+        raise SourceError(f"cannot read documents from a {type(spec).__name__}; pass {_ACCEPTED}, or a Source object")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return FolderSource(path)
+    if not path.exists():
+        raise SourceError(f"source {str(spec)!r} does not exist; pass {_ACCEPTED}")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return JsonlSource(path)
+    if suffix == ".csv":
+        return CsvSource(path)
+    raise SourceError(f"source {str(spec)!r} has an unknown suffix {path.suffix!r}; pass {_ACCEPTED}")
+
+
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    """The absolute, normalised path as the caller named it (symlinks are not resolved: the name stays stable)."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+# -- folders ------------------------------------------------------------------------------------
+
+
+class FolderSource:
+    """Every text file under a folder, recursively; the document id is the path relative to it (POSIX).
+
+    Files whose suffix is in ``suffixes`` (case-insensitive) are read with ``encoding``; HTML is
+    turned into text (scripts and styles dropped, ``<title>`` kept as metadata "title"). Names
+    starting with "." (files and folders) are skipped. Symlinks are followed; each real folder is
+    walked once, so a link back up the tree cannot loop, and a dangling link is skipped. Order is
+    deterministic: entries sorted by name, folders walked depth-first where they sort.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        suffixes: Iterable[str] = DEFAULT_SUFFIXES,
+        encoding: str = "utf-8",
+    ) -> None:
+        self.path = _absolute(path)
+        if not self.path.is_dir():
+            raise SourceError(f"{self.path} is not a folder; pass a folder of text files, or use open_source(path)")
+        if isinstance(suffixes, str):
+            suffixes = (suffixes,)
+        cleaned = tuple(s.lower() for s in suffixes if isinstance(s, str))
+        if not cleaned or len(cleaned) != len(tuple(suffixes)) or any(not s.startswith(".") for s in cleaned):
+            raise SourceError(f"suffixes must be a non-empty list like ('.txt', '.md'), got {suffixes!r}")
+        try:
+            "".encode(encoding)
+        except LookupError:
+            raise SourceError(f"unknown encoding {encoding!r}; pass a Python codec name such as 'utf-8'") from None
+        self.suffixes = cleaned
+        self.encoding = encoding
+        self.name = f"folder:{self.path}"
+        defaults = set(cleaned) == set(DEFAULT_SUFFIXES) and encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+        self.spec: str | None = str(self.path) if defaults else None
+
+    def __repr__(self) -> str:
+        return f"FolderSource({str(self.path)!r}, suffixes={self.suffixes!r})"
+
+    def __iter__(self) -> Iterator[Document]:
+        for rel, file in self._files():
+            yield self._read(rel, file)
+
+    def _files(self) -> Iterator[tuple[str, Path]]:
+        """(relative POSIX path, path) of each file to read, in sorted order, lazily."""
+        seen: set[tuple[int, int]] = set()
+        yield from self._walk(self.path, (), seen)
+
+    def _walk(self, folder: Path, parts: tuple[str, ...], seen: set[tuple[int, int]]) -> Iterator[tuple[str, Path]]:
+        try:
+            info = folder.stat()
+        except OSError as exc:
+            raise self._error(folder, exc) from exc
+        key = (info.st_dev, info.st_ino)
+        if key in seen:  # a symlink to a folder already walked (or to an ancestor): never twice, never a loop
+            return
+        seen.add(key)
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as exc:
+            raise self._error(folder, exc) from exc
+        for name in names:
+            if name.startswith("."):
+                continue
+            entry = folder / name
+            try:
+                mode = entry.stat().st_mode  # follows symlinks
+            except FileNotFoundError:
+                continue  # a dangling symlink (or a file deleted while scanning): not a document
+            except OSError as exc:
+                raise self._error(entry, exc) from exc
+            if stat.S_ISDIR(mode):
+                yield from self._walk(entry, (*parts, name), seen)
+            elif stat.S_ISREG(mode) and entry.suffix.lower() in self.suffixes:
+                yield "/".join((*parts, name)), entry
+
+    def _read(self, rel: str, file: Path) -> Document:
+        try:
+            with open(file, encoding=self.encoding, newline="") as fh:
+                text = fh.read()
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"{file}: not valid {self.encoding} text ({exc.reason} at byte {exc.start}); convert the file to "
+                f"{self.encoding}, pass the right encoding= to FolderSource, or remove the file from the folder"
+            ) from exc
+        except OSError as exc:
+            raise self._error(file, exc) from exc
+        metadata: dict[str, Any] = {"path": rel}
+        if file.suffix.lower() in _HTML_SUFFIXES:
+            title, text = html_to_text(text)
+            if title:
+                metadata["title"] = title
+        return Document(rel, text, metadata)
+
+    @staticmethod
+    def _error(path: Path, exc: OSError) -> SourceError:
+        reason = exc.strerror or type(exc).__name__
+        fix = ("give this user read access to it" if isinstance(exc, PermissionError)
+               else "check that it is readable")
+        return SourceError(f"{path}: cannot be read ({reason}); {fix}, or move it out of the source folder")
+
+
+_SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "svg"})
+_BLOCK_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption", "figure", "footer",
+    "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section",
+    "table", "td", "th", "tr", "ul",
+})
+
+
+class _TextExtractor(HTMLParser):
+    """Collects visible text (block elements become line breaks) and the document title."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title_parts: list[str] = []
+        self._skip = 0
+        self._in_title = False
+        self._pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in _SKIP_TAGS:
+            self._skip += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+            self._pre += tag == "pre"
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in _SKIP_TAGS:
+            self._skip = max(0, self._skip - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+            if tag == "pre":
+                self._pre = max(0, self._pre - 1)
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title_parts.append(data)
+        elif not self._skip:
+            self.parts.append(data if self._pre else _keep_edges(data))
+
+
+def _keep_edges(data: str) -> str:
+    """Collapse inner whitespace to one space, keeping one space where the run had one at an edge."""
+    inner = " ".join(data.split())
+    if not inner:
+        return " " if data else ""
+    return (" " if data[0].isspace() else "") + inner + (" " if data[-1].isspace() else "")
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """``(title, text)`` of an HTML page with the standard library: no scripts, styles or markup."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = [line.strip() for line in "".join(parser.parts).split("\n")]
+    paragraphs: list[str] = []
+    for line in lines:
+        if line or (paragraphs and paragraphs[-1]):
+            paragraphs.append(line)
+    title = " ".join("".join(parser.title_parts).split())
+    return title, "\n".join(paragraphs).strip()
+
+
+# -- files of records ---------------------------------------------------------------------------
+
+
+def _check_file(path: str | os.PathLike[str], kind: str) -> Path:
+    file = _absolute(path)
+    if not file.is_file():
+        what = "a folder" if file.is_dir() else "missing"
+        raise SourceError(f"{file} is {what}; {kind} needs an existing file (use open_source for folders)")
+    return file
+
+
+def _open_error(file: Path, exc: OSError) -> SourceError:
+    reason = exc.strerror or type(exc).__name__
+    return SourceError(f"{file}: cannot be read ({reason}); check that the file exists and this user may read it")
+
+
+def _document_id(value: Any, where: str, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise SourceError(f"{where}: {field!r} must be a string or an integer, got {type(value).__name__} ({value!r:.40})")
+    text = str(value)
+    if not text.strip():
+        raise SourceError(f"{where}: {field!r} is empty; every document needs a non-empty id")
+    return text
+
+
+def _check_unique(seen: dict[str, int], doc_id: str, lineno: int, file: Path) -> None:
+    first = seen.setdefault(doc_id, lineno)
+    if first != lineno:
+        raise SourceError(
+            f"{file}:{lineno}: duplicate id {doc_id!r} (first on line {first}); ids must be unique within a "
+            "source: remove or rename one of the two"
+        )
+
+
+class JsonlSource:
+    """One JSON object per line: ``id`` (or ``_id``), ``text``, optional ``title`` and ``metadata``.
+
+    A BEIR ``corpus.jsonl`` works as is. A non-empty ``title`` is kept as metadata "title" and
+    prepended to the text (``title + "\\n\\n" + text``), the way BEIR corpora are embedded. Other
+    top-level keys are ignored; ``metadata`` (an object) is merged into the document's metadata.
+    Blank lines are skipped; a bad line raises ``SourceError`` with ``path:line``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = _check_file(path, "JsonlSource")
+        self.name = f"jsonl:{self.path}"
+        self.spec: str | None = str(self.path)
+
+    def __repr__(self) -> str:
+        return f"JsonlSource({str(self.path)!r})"
+
+    def __iter__(self) -> Iterator[Document]:
+        seen: dict[str, int] = {}
+        try:
+            fh = open(self.path, "rb")  # bytes: a decoding error can name its line
+        except OSError as exc:
+            raise _open_error(self.path, exc) from exc
+        with fh:
+            for lineno, raw in enumerate(fh, start=1):
+                where = f"{self.path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise SourceError(f"{where}: not valid UTF-8 ({exc.reason}); save the file as UTF-8") from exc
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SourceError(
+                        f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object"
+                    ) from exc
+                doc = self._document(record, where)
+                _check_unique(seen, doc.id, lineno, self.path)
+                yield doc
+
+    @staticmethod
+    def _document(record: Any, where: str) -> Document:
+        if not isinstance(record, dict):
+            raise SourceError(f"{where}: expected a JSON object with 'id' and 'text', got a {type(record).__name__}")
+        key = "id" if record.get("id") is not None else "_id"
+        if record.get(key) is None:
+            raise SourceError(f"{where}: no 'id' (or '_id'); every line needs an id, e.g. {{\"id\": \"doc1\", \"text\": ...}}")
+        doc_id = _document_id(record[key], where, key)
+        text = record.get("text")
+        if not isinstance(text, str):
+            got = "missing" if "text" not in record else f"a {type(text).__name__}"
+            raise SourceError(f"{where}: 'text' is {got}; every line needs a string 'text'")
+        extra = record.get("metadata")
+        if extra is not None and not isinstance(extra, Mapping):
+            raise SourceError(f"{where}: 'metadata' must be a JSON object, got a {type(extra).__name__}")
+        metadata: dict[str, Any] = dict(extra or {})
+        title = record.get("title")
+        if title is not None and not isinstance(title, str):
+            raise SourceError(f"{where}: 'title' must be a string, got a {type(title).__name__}")
+        if title and title.strip():
+            metadata["title"] = title
+            text = f"{title}\n\n{text}" if text else title
+        return Document(doc_id, text, metadata)
+
+
+class CsvSource:
+    """A CSV file with a header row holding ``id`` and ``text`` columns; other non-empty cells become
+    metadata (as strings). Fields may span lines (quoted); errors name ``path:line``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = _check_file(path, "CsvSource")
+        self.name = f"csv:{self.path}"
+        self.spec: str | None = str(self.path)
+
+    def __repr__(self) -> str:
+        return f"CsvSource({str(self.path)!r})"
+
+    def __iter__(self) -> Iterator[Document]:
+        _allow_long_fields()
+        try:
+            fh = open(self.path, encoding="utf-8-sig", newline="")
+        except OSError as exc:
+            raise _open_error(self.path, exc) from exc
+        with fh:
+            reader = csv.reader(fh)
+            try:
+                yield from self._rows(reader)
+            except UnicodeDecodeError as exc:
+                raise SourceError(
+                    f"{self.path}:{reader.line_num + 1}: not valid UTF-8 ({exc.reason}); save the file as UTF-8"
+                ) from exc
+            except csv.Error as exc:
+                raise SourceError(f"{self.path}:{reader.line_num}: malformed CSV ({exc}); check the quoting") from exc
+
+    def _rows(self, reader: Any) -> Iterator[Document]:
+        header: list[str] | None = None
+        seen: dict[str, int] = {}
+        while True:
+            lineno = reader.line_num + 1  # where the next row starts (a quoted field may span lines)
+            row = next(reader, None)
+            if row is None:
+                break
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = self._header(row, lineno)
+                continue
+            where = f"{self.path}:{lineno}"
+            if len(row) != len(header):
+                raise SourceError(f"{where}: {len(row)} fields, but the header has {len(header)}; check the quoting")
+            cells = dict(zip(header, row, strict=True))
+            doc_id = _document_id(cells.pop("id"), where, "id")
+            text = cells.pop("text")
+            metadata = {k: v for k, v in cells.items() if k and v != ""}
+            _check_unique(seen, doc_id, lineno, self.path)
+            yield Document(doc_id, text, metadata)
+        if header is None:
+            raise SourceError(f"{self.path}: empty file; a CSV source needs a header row with 'id' and 'text' columns")
+
+    def _header(self, row: list[str], lineno: int) -> list[str]:
+        names = [cell.strip() for cell in row]
+        missing = [c for c in ("id", "text") if c not in names]
+        if missing:
+            raise SourceError(
+                f"{self.path}:{lineno}: no {' or '.join(repr(c) for c in missing)} column; the header must name "
+                f"'id' and 'text' columns (found: {', '.join(repr(n) for n in names)})"
+            )
+        doubled = sorted({n for n in names if n and names.count(n) > 1})
+        if doubled:
+            raise SourceError(f"{self.path}:{lineno}: column(s) {doubled} appear more than once in the header; rename them")
+        return names
+
+
+def _allow_long_fields() -> None:
+    """csv refuses fields over 128 KiB by default; whole documents can be longer."""
+    limit = 2**31 - 1
+    if csv.field_size_limit() < limit:
+        csv.field_size_limit(limit)
