@@ -32,7 +32,10 @@ def _target(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("sync", help="keep a collection equal to a folder, JSONL or CSV file",
                        description="Sync SOURCE into a collection; also: sdk sync status|verify|rollback.")
-    p.add_argument("source", help="a folder (.txt .md .rst .html), a .jsonl file (id/_id, text) or a .csv (id, text)")
+    p.add_argument("source", nargs="?",
+                   help="a folder (.txt .md .rst .html), a .jsonl file (id/_id, text) or a .csv (id, text)")
+    p.add_argument("--sample", action="store_true",
+                   help="sync the bundled sample instead (70 Python FAQ answers), e.g. for a first run")
     _target(p)
     p.add_argument("--dense-model", default=None, help="dense model folder or hub id (default: all-MiniLM-L6-v2)")
     lexical = p.add_mutually_exclusive_group()
@@ -49,7 +52,7 @@ def register(sub: Any) -> None:
     p.add_argument("--allow-mass-delete", action="store_true",
                    help="allow a run that deletes more than half of the collection's documents")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=run_sync)
+    p.set_defaults(handler=run_sync, parser=p)
 
     s = sub.add_parser("sync-status", help="(sdk sync status) what the ledger says about a synced collection")
     _target(s)
@@ -87,6 +90,11 @@ def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 def run_sync(args: argparse.Namespace) -> int:
     from sdk.sync import plan, sync
+    from sdk.sync.sources import sample_corpus
+
+    if (args.source is None) == (not args.sample):
+        args.parser.error("give a SOURCE (a folder, .jsonl or .csv file) or --sample")  # exits 2
+    source = str(sample_corpus()) if args.sample else args.source
 
     options = {"dense": args.dense_model, "sparse": False if args.no_sparse else args.sparse_model,
                "ledger": args.ledger, "device": args.device, "chunk_tokens": args.chunk_tokens,
@@ -94,9 +102,9 @@ def run_sync(args: argparse.Namespace) -> int:
                "allow_mass_delete": args.allow_mass_delete, "progress": None if not args.json else False}
     if args.plan:
         options.pop("keep"), options.pop("batch_size"), options.pop("progress")
-        report = plan(args.source, args.store, args.collection, **options)
+        report = plan(source, args.store, args.collection, **options)
     else:
-        report = sync(args.source, args.store, args.collection, **options)
+        report = sync(source, args.store, args.collection, **options)
     _print(args, report.to_dict(), report.summary())
     return 0
 

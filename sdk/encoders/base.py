@@ -222,6 +222,15 @@ class ModuleEncoder(nn.Sequential):
         """Class-specific entries for config_sentence_transformers.json."""
         return {}
 
+    def fingerprint(self, **settings: Any) -> str:
+        """``sha256:...`` of everything that shapes this encoder's vectors (``sdk.encoders.fingerprint``).
+
+        Collections store it; a pipeline or a sync that opens a collection built by another
+        encoder is refused instead of mixing incomparable vectors."""
+        from sdk.encoders.fingerprint import encoder_fingerprint
+
+        return encoder_fingerprint(self, **settings)
+
     def save(self, path: str | Path) -> None:
         """Write a folder that this SDK and sentence-transformers both load."""
         folder = Path(path)

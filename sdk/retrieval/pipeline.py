@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from sdk.core.errors import CapabilityError, ConfigError, DimensionMismatchError, InputError
+from sdk.core.errors import (
+    CapabilityError,
+    ConfigError,
+    DimensionMismatchError,
+    InputError,
+    SchemaMismatchError,
+)
 from sdk.core.progress import progress_bar
 from sdk.core.registry import connect
 from sdk.core.spec import CollectionSpec, DenseField, SparseField
@@ -76,7 +82,18 @@ def _as_document(item: Any) -> Document:
     )
 
 
-def _model_name(encoder: Any) -> str:
+def _encoder_parts(encoder: str | None) -> dict[str, str]:
+    """``"dense=A;sparse=B"`` (what ``collection_spec`` stores) as ``{"dense": "A", "sparse": "B"}``."""
+    parts = (p.partition("=") for p in (encoder or "").split(";"))
+    return {k: v for k, sep, v in parts if sep and k in ("dense", "sparse")}
+
+
+def encoder_id(encoder: Any) -> str:
+    """The encoder's fingerprint (``ModuleEncoder.fingerprint``: weights and everything that shapes
+    its vectors); for an object without one (a test double), its model folder's name."""
+    fingerprint = getattr(encoder, "fingerprint", None)
+    if callable(fingerprint):
+        return str(fingerprint())
     path = getattr(encoder, "model_path", None)
     return getattr(path, "name", None) or type(encoder).__name__
 
@@ -177,6 +194,14 @@ class RetrievalPipeline:
                 )
         if self.sparse_encoder is not None:
             spec.sparse_field(self.sparse_field)
+        stored = _encoder_parts(spec.encoder)
+        for leg, encoder in (("dense", self.dense_encoder), ("sparse", self.sparse_encoder)):
+            if encoder is not None and leg in stored and stored[leg] != encoder_id(encoder):
+                raise SchemaMismatchError(
+                    f"collection {self.collection!r} was built by another {leg} encoder ({stored[leg]}) than this "
+                    f"pipeline's ({encoder_id(encoder)}); their vectors are not comparable. Use the encoder that "
+                    "built it, or re-index (sdk sync builds a new version and switches the alias)"
+                )
 
     def collection_spec(self) -> CollectionSpec:
         """The ``CollectionSpec`` the pipeline creates: one field per configured encoder."""
@@ -186,8 +211,8 @@ class RetrievalPipeline:
             sim = getattr(self.dense_encoder, "similarity_fn_name", "cosine")
             dense = (DenseField(self.dense_field, dim, sim),)
         sparse = (SparseField(self.sparse_field),) if self.sparse_encoder is not None else ()
-        names = [f"dense={_model_name(self.dense_encoder)}" if self.dense_encoder is not None else "",
-                 f"sparse={_model_name(self.sparse_encoder)}" if self.sparse_encoder is not None else ""]
+        names = [f"dense={encoder_id(self.dense_encoder)}" if self.dense_encoder is not None else "",
+                 f"sparse={encoder_id(self.sparse_encoder)}" if self.sparse_encoder is not None else ""]
         if not dense and not sparse:
             raise ConfigError("a text-only pipeline cannot create a collection: the store needs a vector field")
         return CollectionSpec(self.collection, dense, sparse, self.payload, ";".join(n for n in names if n))

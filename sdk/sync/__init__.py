@@ -23,7 +23,7 @@ from typing import Any
 from sdk.core.errors import ConfigError
 from sdk.core.registry import connect
 from sdk.core.store import VectorStore
-from sdk.sync.engine import SyncReport, Syncer, VerifyReport
+from sdk.sync.engine import Syncer, SyncReport, VerifyReport
 from sdk.sync.engine import rollback as _rollback
 from sdk.sync.engine import status as _status
 from sdk.sync.ledger import Ledger, ledger_dir, ledger_key

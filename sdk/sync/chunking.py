@@ -18,7 +18,7 @@ from typing import Any
 
 from sdk.core.errors import InputError
 from sdk.core.types import Document
-from sdk.sync.fingerprint import tokenizer_digest
+from sdk.encoders.fingerprint import tokenizer_digest
 
 __all__ = ["MIN_CHUNK_TOKENS", "Chunk", "TokenChunker", "content_hash"]
 

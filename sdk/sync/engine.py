@@ -214,10 +214,9 @@ class Syncer:
         writes: list[tuple[Chunk, str]] = []
         seen: set[str] = set()
         documents: dict[str, tuple[str, int]] = {}
-        for doc in source:  # a SourceError here aborts the run before anything is deleted
+        for doc, chunks in self.chunker.chunk_many(source):  # a SourceError aborts before anything is deleted
             if doc.id in documents:
                 raise SyncError(f"document id {doc.id!r} appears twice in {source.name}; ids must be unique")
-            chunks = self.chunker.chunk(doc)
             fps = []
             for chunk in chunks:
                 fp = _digest(chunk.content_hash, chunk.metadata, self.want)

@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from sdk.core.errors import SourceError
 from sdk.core.types import Document
 
-__all__ = ["CsvSource", "FolderSource", "JsonlSource", "Source", "html_to_text", "open_source"]
+__all__ = ["CsvSource", "FolderSource", "JsonlSource", "Source", "html_to_text", "open_source", "sample_corpus"]
 
 DEFAULT_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".rst", ".html", ".htm")
 _HTML_SUFFIXES = (".html", ".htm")
@@ -40,6 +40,11 @@ class Source(Protocol):
     def name(self) -> str: ...
 
     def __iter__(self) -> Iterator[Document]: ...
+
+
+def sample_corpus() -> Path:
+    """The bundled sample: 70 answers from the Python 3.11 FAQ (PSF License) as JSONL, for a first run."""
+    return Path(__file__).resolve().parents[1] / "data" / "sample_corpus.jsonl"
 
 
 def open_source(spec: str | os.PathLike[str] | Source) -> Source:
@@ -61,6 +66,10 @@ def open_source(spec: str | os.PathLike[str] | Source) -> Source:
     raise SourceError(f"source {str(spec)!r} has an unknown suffix {path.suffix!r}; pass {_ACCEPTED}")
 
 
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _absolute(path: str | os.PathLike[str]) -> Path:
     """The absolute, normalised path as the caller named it (symlinks are not resolved: the name stays stable)."""
     return Path(os.path.abspath(Path(path).expanduser()))
@@ -74,9 +83,10 @@ class FolderSource:
 
     Files whose suffix is in ``suffixes`` (case-insensitive) are read with ``encoding``; HTML is
     turned into text (scripts and styles dropped, ``<title>`` kept as metadata "title"). Names
-    starting with "." (files and folders) are skipped. Symlinks are followed; each real folder is
-    walked once, so a link back up the tree cannot loop, and a dangling link is skipped. Order is
-    deterministic: entries sorted by name, folders walked depth-first where they sort.
+    starting with "." (files and folders) are skipped. Symlinked files are read; symlinked folders
+    are walked when they point outside the tree (a link into the tree is skipped: its files are
+    read under their real paths, and a link up the tree cannot loop); dangling links are skipped.
+    Order is deterministic: entries sorted by name, folders walked depth-first where they sort.
     """
 
     def __init__(
@@ -112,22 +122,19 @@ class FolderSource:
 
     def _files(self) -> Iterator[tuple[str, Path]]:
         """(relative POSIX path, path) of each file to read, in sorted order, lazily."""
-        seen: set[tuple[int, int]] = set()
-        yield from self._walk(self.path, (), seen)
+        yield from self._walk(self.path, (), set(), os.path.realpath(self.path))
 
-    def _walk(self, folder: Path, parts: tuple[str, ...], seen: set[tuple[int, int]]) -> Iterator[tuple[str, Path]]:
+    def _walk(self, folder: Path, parts: tuple[str, ...], ancestors: set[tuple[int, int]],
+              root: str) -> Iterator[tuple[str, Path]]:
         try:
             info = folder.stat()
-        except OSError as exc:
-            raise self._error(folder, exc) from exc
-        key = (info.st_dev, info.st_ino)
-        if key in seen:  # a symlink to a folder already walked (or to an ancestor): never twice, never a loop
-            return
-        seen.add(key)
-        try:
             names = sorted(os.listdir(folder))
         except OSError as exc:
             raise self._error(folder, exc) from exc
+        key = (info.st_dev, info.st_ino)
+        if key in ancestors:  # a link back up the tree
+            return
+        ancestors.add(key)
         for name in names:
             if name.startswith("."):
                 continue
@@ -139,9 +146,12 @@ class FolderSource:
             except OSError as exc:
                 raise self._error(entry, exc) from exc
             if stat.S_ISDIR(mode):
-                yield from self._walk(entry, (*parts, name), seen)
+                if entry.is_symlink() and _inside(os.path.realpath(entry), root):
+                    continue  # a link into the tree: its files are read under their real paths
+                yield from self._walk(entry, (*parts, name), ancestors, root)
             elif stat.S_ISREG(mode) and entry.suffix.lower() in self.suffixes:
                 yield "/".join((*parts, name)), entry
+        ancestors.discard(key)
 
     def _read(self, rel: str, file: Path) -> Document:
         try:
@@ -163,10 +173,9 @@ class FolderSource:
 
     @staticmethod
     def _error(path: Path, exc: OSError) -> SourceError:
-        reason = exc.strerror or type(exc).__name__
-        fix = ("give this user read access to it" if isinstance(exc, PermissionError)
-               else "check that it is readable")
-        return SourceError(f"{path}: cannot be read ({reason}); {fix}, or move it out of the source folder")
+        fix = "give this user read access to it" if isinstance(exc, PermissionError) else "check that it is readable"
+        return SourceError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); {fix}, "
+                           "or move it out of the source folder")
 
 
 _SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "svg"})
@@ -197,16 +206,12 @@ class _TextExtractor(HTMLParser):
             self.parts.append("\n")
             self._pre += tag == "pre"
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self._in_title = False
         elif tag in _SKIP_TAGS:
             self._skip = max(0, self._skip - 1)
-        elif tag in _BLOCK_TAGS:
+        elif tag in _BLOCK_TAGS and tag not in ("br", "hr"):  # void tags: one line break, from the start tag
             self.parts.append("\n")
             if tag == "pre":
                 self._pre = max(0, self._pre - 1)
@@ -356,19 +361,23 @@ class CsvSource:
     def __iter__(self) -> Iterator[Document]:
         _allow_long_fields()
         try:
-            fh = open(self.path, encoding="utf-8-sig", newline="")
+            fh = open(self.path, "rb")  # bytes, decoded line by line: a decoding error can name its line
         except OSError as exc:
             raise _open_error(self.path, exc) from exc
         with fh:
-            reader = csv.reader(fh)
+            # strict: an unclosed quote is an error, not the rest of the file swallowed into one field
+            reader = csv.reader(self._lines(fh), strict=True)
             try:
                 yield from self._rows(reader)
-            except UnicodeDecodeError as exc:
-                raise SourceError(
-                    f"{self.path}:{reader.line_num + 1}: not valid UTF-8 ({exc.reason}); save the file as UTF-8"
-                ) from exc
             except csv.Error as exc:
                 raise SourceError(f"{self.path}:{reader.line_num}: malformed CSV ({exc}); check the quoting") from exc
+
+    def _lines(self, fh: Any) -> Iterator[str]:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise SourceError(f"{self.path}:{lineno}: not valid UTF-8 ({exc.reason}); save the file as UTF-8") from exc
 
     def _rows(self, reader: Any) -> Iterator[Document]:
         header: list[str] | None = None

@@ -18,8 +18,26 @@ REPO = Path(__file__).resolve().parents[2]
 def test_readme_has_the_two_commands_and_ci_calls_the_test_command() -> None:
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
-    assert blocks[:2] == ["scripts/setup.sh && HF_HUB_OFFLINE=1 .venv/bin/sdk encode", "scripts/test.sh"]
+    assert blocks[0].startswith("scripts/setup.sh && ") and "/sdk sync --sample " in blocks[0]
+    assert "/sdk search " in blocks[0] and blocks[1] == "scripts/test.sh"
     assert "scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+
+
+def test_readme_main_job_syncs_the_sample_and_searches_offline(tmp_path: Path, minilm_path: Path) -> None:
+    """The README's first command after setup, verbatim, in a fresh folder: sync, then search."""
+    import os
+    import subprocess
+
+    readme = (REPO / "README.md").read_text()
+    command = re.findall(r"```bash\n(.*?)\n```", readme, re.S)[0].removeprefix("scripts/setup.sh && ")
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    env = {**os.environ, "SDK_LEDGER_DIR": str(tmp_path / "ledgers"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "70 added" in proc.stdout and "faq -> faq_v1" in proc.stdout
+    hits = re.findall(r"^ *\d+\. [-0-9.]+  (faq\d+)#0$", proc.stdout, re.M)
+    assert len(hits) == 5 and "faq0074" in hits[:2]  # the FAQ answer about #! and chmod +x
 
 
 def test_sdk_encode_bundled_sample(minilm_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

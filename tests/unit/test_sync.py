@@ -122,11 +122,14 @@ def test_plan_writes_nothing(env: dict[str, Any]) -> None:
 
 def test_mass_delete_guard_and_empty_source(env: dict[str, Any], tmp_path: Path) -> None:
     run(env)
-    empty = tmp_path / "empty"
-    empty.mkdir()
+    moved = tmp_path / "moved"
+    env["src"].rename(moved)
+    env["src"].mkdir()  # the same source, now empty (a failed export, an unmounted share)
     with pytest.raises(SyncError, match="allow-mass-delete"):
-        run(env, src=empty)
+        run(env)
     assert len(contents(env["store"])) > 13  # nothing deleted
+    env["src"].rmdir()
+    moved.rename(env["src"])
     for name in list(env["docs"])[:8]:
         (env["src"] / name).unlink()
     with pytest.raises(SyncError, match="would delete 8 of the 13"):
@@ -196,10 +199,9 @@ def test_store_objects_need_an_explicit_ledger(env: dict[str, Any]) -> None:
 
 
 def test_sparse_leg_and_search_through_the_alias(env: dict[str, Any], tmp_path: Path) -> None:
-    from tests.encoder_fixtures import build_tiny_mlm
-
     from sdk.encoders.sparse import SparseEncoder
     from sdk.retrieval import RetrievalPipeline
+    from tests.encoder_fixtures import build_tiny_mlm
 
     sparse = SparseEncoder(build_tiny_mlm(tmp_path / "mlm"), device="cpu")
     report = sync(env["src"], env["store"], "kb", dense=env["dense"], sparse=sparse, ledger=env["ledger"])
@@ -207,8 +209,9 @@ def test_sparse_leg_and_search_through_the_alias(env: dict[str, Any], tmp_path: 
     spec = env["store"].describe("kb")
     assert spec.sparse and spec.encoder.startswith("dense=sha256:") and ";sparse=sha256:" in spec.encoder
     pipe = RetrievalPipeline(env["dense"].encoder, sparse, store=env["store"], collection="kb", limit=3)
-    hits = pipe.search(env["docs"]["doc5.txt"])
-    assert hits and hits[0].id == "doc5.txt#0"
+    hits = pipe.search(env["docs"]["doc5.txt"])  # random tiny models: check the plumbing, not the ranking
+    assert len(hits) == 3 and all(h.metadata["document_id"] == h.id.split("#")[0] for h in hits)
+    assert set(hits[0].scores_by_stage) == {"fused"} and pipe.fusion_mode == "native"
     q = HybridQuery(dense=np.asarray(env["dense"].encode_query("python")), limit=2)
     assert len(env["store"].query("kb", q)) == 2
 

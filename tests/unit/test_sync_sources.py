@@ -112,13 +112,16 @@ def test_folder_follows_symlinks_without_looping(tmp_path: Path) -> None:
     outside = _write(tmp_path / "elsewhere" / "linked.txt", "linked file")
     os.symlink(outside, root / "link.txt")
     os.symlink(root, root / "sub" / "loop")  # a cycle back to the top
+    os.symlink(root / "sub" / "deeper", root / "a_link_into_the_tree")
     os.symlink(tmp_path / "elsewhere", root / "zlinked_dir")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "elsewhere" / "self")  # a cycle outside the tree
     os.symlink(tmp_path / "nowhere.txt", root / "dangling.txt")
     docs = {d.id: d for d in FolderSource(root)}
     assert docs["link.txt"].text == "linked file"
-    assert "zlinked_dir/linked.txt" in docs
-    assert not any("loop" in doc_id for doc_id in docs)
+    assert "zlinked_dir/linked.txt" in docs and "sub/deeper/d.txt" in docs
+    assert not any("loop" in doc_id or "a_link" in doc_id or "self" in doc_id for doc_id in docs)
     assert "dangling.txt" not in docs
+    assert len(docs) == 7
 
 
 def test_folder_unreadable_file_names_the_file_and_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -289,6 +292,8 @@ def test_csv_row_errors_name_path_and_line(tmp_path: Path) -> None:
         list(CsvSource(_write(tmp_path / "dup.csv", "id,text\na,1\nb,2\n\na,3\n")))
     with pytest.raises(SourceError, match=r"bad\.csv:3: not valid UTF-8"):
         list(CsvSource(_write(tmp_path / "bad.csv", b"id,text\n1,x\n2,caf\xe9\n")))
+    with pytest.raises(SourceError, match=r"open\.csv:3: malformed CSV \(unexpected end of data\)"):
+        list(CsvSource(_write(tmp_path / "open.csv", 'id,text\n1,"unclosed\n2,x\n')))
 
 
 def test_csv_long_fields(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""What identifies the vectors an encoder produces, as one short string the sync ledger can compare.
+"""What identifies the vectors an encoder produces, as one short string collections and the sync ledger store.
 
 Sync re-embeds a whole collection when, and only when, the encoder would now produce different
 vectors for the same text. A model name is not enough (a folder can be fine-tuned in place, a
@@ -170,8 +170,8 @@ def _tensors(encoder: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         source = ort.__dict__.get("torch_model")
         if source is None or is_weightless(source):
             continue  # an ONNX-only folder: the graph file is hashed instead
-        yield from source.named_parameters(prefix=f"{name}.torch_model")
-        yield from source.named_buffers(prefix=f"{name}.torch_model")
+        yield from source.named_parameters(prefix=name)  # named as on the torch backend
+        yield from source.named_buffers(prefix=name)
 
 
 def _graph_files(encoder: nn.Module) -> list[Path]:
