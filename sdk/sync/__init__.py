@@ -70,8 +70,8 @@ def _opened(store: VectorStore | str, collection: str, ledger: Ledger | str | os
         opened_ledger, own_ledger = ledger, False
     elif isinstance(store, str):
         opened_ledger, own_ledger = Ledger.open(ledger, key=ledger_key(store, collection)), True
-    elif ledger is not None:
-        opened_ledger, own_ledger = Ledger.open(ledger, key=f"{collection}-object"), True
+    elif ledger is not None:  # an adapter object has no URL: key by collection and database kind
+        opened_ledger, own_ledger = Ledger.open(ledger, key=f"{collection}-{store.capabilities.name}"), True
     else:
         raise ConfigError("a store given as an object needs ledger=PATH (or a Ledger); with a store URL the "
                           "ledger defaults to a file per store and collection")

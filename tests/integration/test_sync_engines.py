@@ -158,3 +158,25 @@ def test_verify_and_repair_after_points_vanish(case: dict[str, Any], tiny_bert_d
     fixed = verify(store, case["name"], ledger=case["ledger"], repair=True)
     assert fixed.repaired and not fixed.drift
     assert stored(case) == expected(case)
+
+
+def test_ledger_in_postgresql(postgres_url: str, tmp_path: Path, tiny_bert: Any) -> None:
+    """--ledger postgresql://...: the same bookkeeping in a shared database, keyed per store and collection."""
+    from adapters.memory import MemoryAdapter
+
+    name = f"sync_{uuid.uuid4().hex[:10]}"
+    src = write_folder(tmp_path / "src", {f"d{i}.txt": text(i, 40) for i in range(6)})
+    dense = Counting(tiny_bert)
+    with MemoryAdapter() as store:
+        first = sync(src, store, name, dense=dense, sparse=False, ledger=postgres_url)
+        assert first.added == 6
+        encoded = dense.texts
+        again = sync(src, store, name, dense=dense, sparse=False, ledger=postgres_url)
+        assert again.unchanged == 6 and dense.texts == encoded
+        info = status(store, name, ledger=postgres_url)
+        assert info["documents"] == 6 and info["ledger"] == postgres_url
+        other = status(store, f"{name}_other", ledger=postgres_url)
+        assert other["documents"] == 0 and other["collection"] is None
+    with Ledger.open(postgres_url, key=f"{name}-memory") as book:
+        book.forget_collection(f"{name}_v1")
+        book.set(live=None, versions=None, last_run=None, next_version=None, building=None, sources=None)
