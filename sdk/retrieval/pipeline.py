@@ -106,7 +106,9 @@ class RetrievalPipeline:
     own BM25 (Weaviate, whose native hybrid picks its own per-leg candidate counts:
     ``Capabilities.leg_candidates``); ``fusion`` defaults to RRF with the store's fixed k when it has one, else
     k=60. ``rerank_top`` hits are fetched and reranked when a ``reranker`` (a 1-label
-    ``CrossEncoder``) is given; ``limit`` hits are returned.
+    ``CrossEncoder``) is given; ``limit`` hits are returned. An existing collection whose fields
+    or encoder fingerprint do not fit the encoders is refused at construction unless
+    ``check_collection=False`` (``sdk sync`` re-indexes such a collection into a new version).
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class RetrievalPipeline:
         dense_field: str = "dense",
         sparse_field: str = "sparse",
         batch_size: int = 32,
+        check_collection: bool = True,
     ) -> None:
         if dense_encoder is None and sparse_encoder is None and not text_leg:
             raise ConfigError("RetrievalPipeline needs a dense_encoder, a sparse_encoder or text_leg=True")
@@ -145,7 +148,8 @@ class RetrievalPipeline:
         self.filter = filter
         self.payload = tuple(payload)
         self.dense_field, self.sparse_field = dense_field, sparse_field
-        self._check_existing()
+        if check_collection:
+            self._check_existing()
 
     # ---- construction-time checks -----------------------------------------------------------
     def _configure(self, dense: Any, sparse: Any, collection: str, reranker: Any, text_leg: bool,

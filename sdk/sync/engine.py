@@ -7,11 +7,17 @@ One run is three steps, in this order, and a crash between any two is repaired b
    fingerprint) and compare with the ledger. A source that fails mid-scan aborts here, so a run
    whose scan did not complete never deletes anything; a plan that would delete more than half of
    the collection's documents stops unless ``allow_mass_delete``.
-2. **Write** the new and changed chunks in batches: encode, upsert (idempotent: chunk ids derive
-   from the document id and position), and only then commit those chunks to the ledger.
+2. **Write** the new and changed chunks in batches: encode, record them in the ledger as pending
+   (no fingerprint), upsert (idempotent: chunk ids derive from the document id and position), and
+   only then commit their fingerprints to the ledger.
 3. **Delete** what the source no longer has (documents gone, tail chunks of documents that
-   shrank), from the store first, then from the ledger. Old versions of a document are therefore
-   removed only after its new chunks are written.
+   shrank): mark them pending in the ledger, delete them from the store, then drop their rows. Old
+   versions of a document are therefore removed only after its new chunks are written.
+
+A chunk the store may hold differently from what the ledger says is always a pending row, and a
+pending row matches no fingerprint: whatever the source holds at the next run, the chunk is
+written again (still in the source) or deleted again (gone), so a crash followed by a changed
+source leaves neither orphans nor stale text nor holes.
 
 The collection ``NAME`` is an alias over physical collections ``NAME_v1``, ``NAME_v2``, ...
 When the encoder fingerprint or the chunker settings differ from the live version's, the run
@@ -43,6 +49,8 @@ from sdk.sync.sources import Source
 __all__ = ["SyncReport", "Syncer", "VerifyReport"]
 
 DELETE_BATCH = 500
+#: Fingerprint of a ledger row whose store write or delete is under way (matches no real fingerprint).
+PENDING = ""
 
 
 @dataclass
@@ -151,7 +159,9 @@ class Syncer:
         self.models = dict(models or {})
         self.chunker = TokenChunker.from_encoder(dense, chunk_tokens, chunk_overlap)
         # The pipeline encodes exactly as searches will (document prompts and routes, field names).
-        self.pipeline = RetrievalPipeline(dense, sparse, store=store, collection=collection, batch_size=32)
+        # A live version built by another encoder is not an error here: the run re-indexes it.
+        self.pipeline = RetrievalPipeline(dense, sparse, store=store, collection=collection, batch_size=32,
+                                          check_collection=False)
         self.store = self.pipeline.adapter
         self.aliases = bool(self.store.capabilities.aliases)
         self.spec = self.pipeline.collection_spec()
@@ -269,6 +279,10 @@ class Syncer:
         self._delete(plan, physical)
         if plan.build:
             report.dropped = self._switch(plan.target)
+        elif self.aliases and (not self.store.exists(self.name) or self.store.describe(self.name).name != physical):
+            # A crash between an alias switch and its ledger record (a build, a rollback) left the
+            # alias on another version: the ledger's live version is the one sync keeps in step.
+            self.store.switch_alias(self.name, physical)
         report.chunks_total = self.ledger.counts(physical)[1]
         report.seconds = time.perf_counter() - started
         self.ledger.set(last_run={**report.to_dict(), "finished": now()},
@@ -283,6 +297,9 @@ class Syncer:
                 batch = plan.writes[start:start + self.batch_size]
                 docs = [Document(c.id, c.text, dict(c.metadata)) for c, _ in batch]
                 encoded = self.pipeline.encode_documents(docs)
+                # Write-ahead: a crash after the upsert leaves pending rows, which the next run
+                # writes again or deletes (if the source lost them meanwhile), never an orphan.
+                self.ledger.put_chunks(physical, [(c.id, c.document_id, source, PENDING) for c, _ in batch])
                 self.store.upsert(physical, encoded.records(), expect=spec)
                 self.ledger.put_chunks(physical, [(c.id, c.document_id, source, fp) for c, fp in batch])
                 bar.update(len(batch))
@@ -295,6 +312,7 @@ class Syncer:
     def _delete(self, plan: _Plan, physical: str) -> None:
         for start in range(0, len(plan.stale_chunks), DELETE_BATCH):
             ids = plan.stale_chunks[start:start + DELETE_BATCH]
+            self.ledger.mark_pending(physical, ids)  # a crash after the delete: rewritten if the source regains them
             self.store.delete(physical, ids)
             self.ledger.remove_chunks(physical, ids)
         if plan.gone_documents:

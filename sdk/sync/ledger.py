@@ -6,10 +6,12 @@ database, rows are keyed). It records, per physical collection, every chunk writ
 document, source, fingerprint) and every document (fingerprint, chunk count), plus the state of
 the blue/green versions (``live``, ``building``, ``versions``) and the last run.
 
-The ledger is the second phase of a two-phase write: a chunk row is committed only after the
-store confirmed the write, and removed only after the store deleted the point. A crash in between
-leaves the ledger behind the store, never ahead of it, and the next run simply redoes that step
-(upserts are idempotent, deletes of absent ids are quiet). ``sdk sync verify`` covers the other
+The ledger is both phases of a two-phase write: before the store writes or deletes a chunk, its
+row is recorded as pending (an empty fingerprint); the fingerprint is committed only after the
+store confirmed the write, and the row removed only after the store deleted the point. A crash in
+between leaves a pending row, which matches no fingerprint, so the next run redoes that step
+(upserts are idempotent, deletes of absent ids are quiet) whether or not the source still has the
+chunk. ``sdk sync verify`` covers the other
 direction: a store that lost points the ledger still lists.
 """
 
@@ -221,6 +223,11 @@ class Ledger:
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ledger, collection, document_id) DO UPDATE SET "
             "source = excluded.source, fingerprint = excluded.fingerprint, chunks = excluded.chunks",
             ((self.key, collection, *row) for row in rows))
+
+    def mark_pending(self, collection: str, chunk_ids: Iterable[str]) -> int:
+        """Blank the fingerprints of chunks about to be deleted from the store (see the module docstring)."""
+        return self._many("UPDATE sync_chunks SET fingerprint = '' WHERE ledger = ? AND collection = ? AND chunk_id = ?",
+                          ((self.key, collection, c) for c in chunk_ids))
 
     def remove_chunks(self, collection: str, chunk_ids: Iterable[str]) -> int:
         return self._many("DELETE FROM sync_chunks WHERE ledger = ? AND collection = ? AND chunk_id = ?",

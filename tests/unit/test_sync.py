@@ -169,6 +169,28 @@ def test_blue_green_reindex_rollback_and_keep(env: dict[str, Any]) -> None:
     assert status(env["store"], "kb", ledger=env["ledger"])["versions"] == ["kb_v2", "kb_v3"]
 
 
+def test_a_new_encoder_builds_a_new_version_and_old_pipelines_are_refused(env: dict[str, Any],
+                                                                        tiny_mpnet_dir: Path) -> None:
+    from sdk.core.errors import DimensionMismatchError, SchemaMismatchError
+    from sdk.encoders.dense import DenseEncoder
+    from sdk.retrieval import RetrievalPipeline
+
+    run(env)
+    mpnet = DenseEncoder(tiny_mpnet_dir, device="cpu")
+    report = sync(env["src"], env["store"], "kb", dense=mpnet, sparse=False, ledger=env["ledger"])
+    assert report.reindex and report.collection == "kb_v2" and report.added == 13
+    assert env["store"].describe("kb").encoder == f"dense={mpnet.fingerprint()}"
+    with pytest.raises(DimensionMismatchError):
+        RetrievalPipeline(env["dense"].encoder, store=env["store"], collection="kb")
+    assert RetrievalPipeline(mpnet, store=env["store"], collection="kb").search("python package")
+    # same width, other vectors (a changed document prompt): still a new version, still refused
+    prompted = DenseEncoder(tiny_mpnet_dir, device="cpu", prompts={"document": "passage: "})
+    third = sync(env["src"], env["store"], "kb", dense=prompted, sparse=False, ledger=env["ledger"])
+    assert third.reindex and third.collection == "kb_v3"
+    with pytest.raises(SchemaMismatchError, match="another dense encoder"):
+        RetrievalPipeline(mpnet, store=env["store"], collection="kb")
+
+
 def test_an_existing_foreign_collection_is_not_taken_over(env: dict[str, Any]) -> None:
     from sdk.core.spec import CollectionSpec, DenseField
 
