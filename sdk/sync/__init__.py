@@ -69,7 +69,11 @@ def _opened(store: VectorStore | str, collection: str, ledger: Ledger | str | os
     if isinstance(ledger, Ledger):
         opened_ledger, own_ledger = ledger, False
     elif isinstance(store, str):
-        opened_ledger, own_ledger = Ledger.open(ledger, key=ledger_key(store, collection)), True
+        # A store that dies with the process gets a ledger that does too (else the next run would trust
+        # a ledger describing a store that no longer exists).
+        ephemeral = ledger is None and (store.startswith("memory:") or store.endswith("::memory:"))
+        opened_ledger = Ledger.open(":memory:" if ephemeral else ledger, key=ledger_key(store, collection))
+        own_ledger = True
     elif ledger is not None:  # an adapter object has no URL: key by collection and database kind
         opened_ledger, own_ledger = Ledger.open(ledger, key=f"{collection}-{store.capabilities.name}"), True
     else:

@@ -63,10 +63,8 @@ def ledger_key(store_url: str, collection: str) -> str:
     Embedded stores are keyed by their absolute path, so the same folder reached by two relative
     paths shares a ledger."""
     scheme, _, rest = store_url.partition(":")
-    if scheme.endswith("+local") or scheme.endswith("+lite"):
-        path = rest.lstrip("/") if not rest.startswith("/") else rest
-        if path and path != ":memory:":
-            store_url = f"{scheme}:{Path(rest).expanduser().resolve()}"
+    if scheme.endswith(("+local", "+lite")) and rest and rest != ":memory:":  # same folder, same ledger
+        store_url = f"{scheme}:{Path(rest).expanduser().resolve()}"
     digest = hashlib.sha256(f"{store_url}\0{collection}".encode()).hexdigest()[:12]
     return f"{re.sub(r'[^A-Za-z0-9_]', '_', collection)}-{digest}"
 
