@@ -267,6 +267,7 @@ class Syncer:
     def run(self, source: Source) -> SyncReport:
         """Make the collection equal to ``source`` (see the module docstring for the order of steps)."""
         started = time.perf_counter()
+        self._abandon_stale_build()
         plan = self._scan(source)
         report, physical = plan.report, plan.target["collection"]
         spec = self.spec if physical == self.name else self.spec.renamed(physical)
@@ -288,6 +289,19 @@ class Syncer:
         self.ledger.set(last_run={**report.to_dict(), "finished": now()},
                         sources={**self.ledger.get("sources", {}), source.name: getattr(source, "spec", None)})
         return report
+
+    def _abandon_stale_build(self) -> None:
+        """Drop a half-built version that this run's settings will not finish (its build was killed
+        and the encoder or chunking changed since); it was never behind the alias."""
+        building = self.ledger.get("building")
+        if not building or self._matches(building):
+            return
+        kept = {v["collection"] for v in self.ledger.get("versions", [])}
+        physical = building["collection"]
+        if physical not in kept and physical != self.name:
+            self.store.drop(physical)
+            self.ledger.forget_collection(physical)
+        self.ledger.set(building=None)
 
     def _write(self, plan: _Plan, spec: CollectionSpec, source: str) -> None:
         physical = spec.name

@@ -11,8 +11,8 @@ row is recorded as pending (an empty fingerprint); the fingerprint is committed 
 store confirmed the write, and the row removed only after the store deleted the point. A crash in
 between leaves a pending row, which matches no fingerprint, so the next run redoes that step
 (upserts are idempotent, deletes of absent ids are quiet) whether or not the source still has the
-chunk. ``sdk sync verify`` covers the other
-direction: a store that lost points the ledger still lists.
+chunk. ``sdk sync verify`` covers the other direction: a store that lost points the ledger still
+lists.
 """
 
 from __future__ import annotations

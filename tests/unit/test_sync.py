@@ -304,3 +304,22 @@ def test_ledger_in_memory_round_trip() -> None:
         assert book.get("live") is None and book.counts("c_v1") == (1, 1)
         book.forget_collection("c_v1")
         assert book.counts("c_v1") == (0, 0)
+
+
+def test_a_killed_build_with_other_settings_is_dropped_not_left_behind(env: dict[str, Any],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdk.sync.engine import Syncer
+
+    run(env)
+
+    def killed(self: Any, *args: Any) -> None:
+        raise KeyboardInterrupt  # the process dies in the middle of filling kb_v2
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Syncer, "_delete", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(env, chunk_tokens=16)
+    assert env["store"].exists("kb_v2") and env["store"].describe("kb").name == "kb_v1"
+    report = run(env, chunk_tokens=24)  # other settings: kb_v2 will never be finished
+    assert report.collection == "kb_v3" and not env["store"].exists("kb_v2")
+    assert status(env["store"], "kb", ledger=env["ledger"])["versions"] == ["kb_v1", "kb_v3"]

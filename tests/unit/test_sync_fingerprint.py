@@ -18,7 +18,7 @@ from sdk.encoders.dense import DenseEncoder
 from sdk.encoders.fingerprint import encoder_fingerprint, encoder_manifest, tokenizer_digest, weights_digest
 from sdk.encoders.sparse import SparseEncoder
 from sdk.quantization import Calibration
-from sdk.sync import fingerprint as fp_module
+from sdk.encoders import fingerprint as fp_module
 from tests.conftest import build_tiny_bert
 from tests.encoder_fixtures import build_tiny_cross_encoder, build_tiny_mlm
 
