@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from sdk.core.errors import InputError
+from sdk.encoders import fingerprint as fp_module
 from sdk.encoders.cross_encoder import CrossEncoder
 from sdk.encoders.dense import DenseEncoder
 from sdk.encoders.fingerprint import encoder_fingerprint, encoder_manifest, tokenizer_digest, weights_digest
 from sdk.encoders.sparse import SparseEncoder
 from sdk.quantization import Calibration
-from sdk.encoders import fingerprint as fp_module
 from tests.conftest import build_tiny_bert
 from tests.encoder_fixtures import build_tiny_cross_encoder, build_tiny_mlm
 
