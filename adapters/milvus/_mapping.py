@@ -11,8 +11,9 @@
 | Matryoshka | a separate prefix vector field, searched first; the full field rescores (``pk in [...]``) |
 | hybrid | hybrid_search with RRFRanker(k) / WeightedRanker(weights) |
 
-Milvus Lite 2.5.1 (the embedded real engine) has FLAT / IVF_FLAT / AUTOINDEX only, no aliases
-and no index quantization; a Milvus server adds HNSW and aliases.
+Milvus Lite 2.5.1 (the embedded real engine) has FLAT / IVF_FLAT / AUTOINDEX only, no native
+aliases (the adapter emulates them: ``adapters.milvus._aliases``) and no index quantization; a
+Milvus server adds HNSW and native aliases.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ def capabilities(lite: bool) -> Capabilities:
         sparse=True,
         sparse_idf=False,  # IDF exists only for Milvus' own BM25 function, not user sparse vectors
         fusions=frozenset({FusionMethod.RRF, FusionMethod.WEIGHTED}),
-        aliases=not lite,
+        aliases=True,  # native on a server, emulated by a registry collection on Lite
         matryoshka=True,
         quantization=frozenset(),  # IVF_SQ8 / IVF_PQ have no rescoring: not offered (no silent loss)
         index_kinds=frozenset({"auto", "flat", "ivf_flat"} | (set() if lite else {"hnsw"})),
         max_payload_bytes=60_000,  # Milvus JSON fields hold at most 64 KiB
         max_text_bytes=65_535,
         rrf_weights=False,  # RRFRanker(k) has no per-leg weights; WeightedRanker does
+        emulated=frozenset({"aliases"} if lite else ()),
     )
 
 

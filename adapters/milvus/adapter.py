@@ -20,6 +20,7 @@ import numpy as np
 from pymilvus import AnnSearchRequest, DataType, MilvusClient, RRFRanker, WeightedRanker
 
 from adapters.base import Adapter, CursorPages
+from adapters.milvus._aliases import LiteAliases
 from adapters.milvus._errors import translate
 from adapters.milvus._filters import MilvusFilter, literal
 from adapters.milvus._mapping import capabilities, index_for, score, search_params, vector_type
@@ -86,6 +87,7 @@ class MilvusAdapter(Adapter):
         if _QUIET not in pylog.filters:
             pylog.addFilter(_QUIET)
         self._caps = capabilities(self._lite)
+        self._lite_aliases = LiteAliases(client) if self._lite else None
 
     @classmethod
     def from_url(cls, url: str) -> MilvusAdapter:
@@ -119,9 +121,10 @@ class MilvusAdapter(Adapter):
         try:
             info = self._client.describe_collection(name, **CALL)
         except Exception as exc:  # noqa: BLE001 - only "not found" means absent
-            if isinstance(translate(exc, ""), CollectionNotFoundError):
-                return None
-            raise
+            if not isinstance(translate(exc, ""), CollectionNotFoundError):
+                raise
+            target = self._lite_aliases.target(name) if self._lite_aliases is not None else None
+            return self._read_spec(target) if target is not None and target != name else None
         finally:
             _PROBING.reset(token)
         desc = info.get("description") or ""
@@ -157,7 +160,10 @@ class MilvusAdapter(Adapter):
     def _drop(self, name: str) -> bool:
         if not self._client.has_collection(name, **CALL):
             return False
-        if not self._lite:
+        if self._lite_aliases is not None:
+            for alias in self._lite_aliases.pointing_at(name):
+                self._lite_aliases.delete(alias)
+        else:
             for alias in self._client.list_aliases(name, **CALL).get("aliases", []):
                 self._client.drop_alias(alias, **CALL)
         self._client.drop_collection(name, **CALL)
@@ -173,6 +179,7 @@ class MilvusAdapter(Adapter):
         return vec.astype(np.float32).tolist()
 
     def _upsert_batch(self, spec: CollectionSpec, name: str, batch: list[PreparedRecord]) -> None:
+        name = spec.name  # the physical collection (a Lite alias is resolved by the adapter)
         rows = []
         for r in batch:
             row: dict[str, Any] = {"pk": r.pid, "doc_id": r.doc_id, "text": r.text, "metadata": r.metadata}
@@ -187,6 +194,7 @@ class MilvusAdapter(Adapter):
         self._client.upsert(name, rows, **CALL)
 
     def _get(self, spec: CollectionSpec, name: str, pids: list[str]) -> list[PreparedRecord]:
+        name = spec.name  # the physical collection (a Lite alias is resolved by the adapter)
         fields = ["pk", *OUT, *(f.name for f in spec.dense), *(s.name for s in spec.sparse)]
         rows = self._client.get(name, ids=pids, output_fields=fields, **CALL)
         return [self._to_prepared(spec, row) for row in rows]
@@ -210,10 +218,12 @@ class MilvusAdapter(Adapter):
                               dict(row.get("metadata") or {}))
 
     def _delete(self, spec: CollectionSpec, name: str, pids: list[str]) -> None:
+        name = spec.name  # the physical collection (a Lite alias is resolved by the adapter)
         if pids:
             self._client.delete(name, ids=pids, **CALL)
 
     def _scan_ids(self, spec: CollectionSpec, name: str, batch_size: int) -> CursorPages[str]:
+        name = spec.name  # the physical collection (a Lite alias is resolved by the adapter)
         limit = min(batch_size, MAX_QUERY_LIMIT)
 
         def page(after: str | None) -> tuple[list[str], str | None]:
@@ -231,6 +241,7 @@ class MilvusAdapter(Adapter):
         return MilvusFilter(spec).translate(flt) if flt is not None else ""
 
     def _count(self, spec: CollectionSpec, name: str, filter: Filter | None) -> int:
+        name = spec.name  # the physical collection (a Lite alias is resolved by the adapter)
         res = self._client.query(name, filter=self._expr(spec, filter), output_fields=["count(*)"], **CALL)
         return int(res[0]["count(*)"]) if res else 0
 
@@ -252,6 +263,7 @@ class MilvusAdapter(Adapter):
         return [dict(zip(leg.vector.indices, leg.vector.values, strict=True))]
 
     def _search(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
+        name = spec.name  # the physical collection (a Lite alias is resolved by the adapter)
         expr = self._expr(spec, plan.filter)
         reqs: dict[str, tuple[list[Any], str, dict[str, Any], str, int]] = {}
         if plan.dense is not None:
@@ -288,8 +300,10 @@ class MilvusAdapter(Adapter):
             meta = json.loads(meta)
         return Hit(ent.get("doc_id", str(h["id"])), value, ent.get("text") or None, dict(meta), {stage: value})
 
-    # ---- aliases (server only; Milvus Lite answers UNIMPLEMENTED) ---------------------------
+    # ---- aliases (Milvus Lite answers UNIMPLEMENTED: emulated by adapters.milvus._aliases) ----
     def _alias_target(self, alias: str) -> str | None:
+        if self._lite_aliases is not None:
+            return self._lite_aliases.target(alias)
         try:
             return self._client.describe_alias(alias, **CALL).get("collection_name")
         except Exception as exc:  # noqa: BLE001 - "not found" means no such alias
@@ -300,16 +314,30 @@ class MilvusAdapter(Adapter):
     def _create_alias(self, alias: str, collection: str) -> None:
         if self._alias_target(alias) is not None or self._client.has_collection(alias, **CALL):
             raise InputError(f"alias {alias!r} already exists; use switch_alias to re-point it")
-        self._client.create_alias(collection, alias, **CALL)
+        if self._lite_aliases is not None:
+            self._lite_aliases.point(alias, self._physical(collection))
+        else:
+            self._client.create_alias(collection, alias, **CALL)
 
     def _switch_alias(self, alias: str, collection: str) -> None:
-        if self._alias_target(alias) is None:
+        if self._lite_aliases is not None:
+            if self._client.has_collection(alias, **CALL):
+                raise InputError(f"{alias!r} is a collection, not an alias")
+            self._lite_aliases.point(alias, self._physical(collection))
+        elif self._alias_target(alias) is None:
             self._client.create_alias(collection, alias, **CALL)
         else:
             self._client.alter_alias(collection, alias, **CALL)  # atomic re-point
 
     def _delete_alias(self, alias: str) -> bool:
+        if self._lite_aliases is not None:
+            return self._lite_aliases.delete(alias)
         if self._alias_target(alias) is None:
             return False
         self._client.drop_alias(alias, **CALL)
         return True
+
+    def _physical(self, name: str) -> str:
+        """The collection behind ``name`` (an emulated alias may point at another alias' target)."""
+        spec = self._read_spec(name)
+        return spec.name if spec is not None else name

@@ -23,8 +23,8 @@ The collection ``NAME`` is an alias over physical collections ``NAME_v1``, ``NAM
 When the encoder fingerprint or the chunker settings differ from the live version's, the run
 fills a new physical collection completely and then switches the alias in one step (blue/green);
 queries through the alias never see a half-filled collection. ``keep`` versions stay for
-``rollback``. Stores without aliases (Milvus Lite) sync into ``NAME`` itself and refuse a
-re-index with a clear error.
+``rollback``. A store without aliases (none of the bundled adapters: Milvus Lite's are emulated)
+is synced into ``NAME`` itself and refuses a re-index with a clear error.
 """
 
 from __future__ import annotations

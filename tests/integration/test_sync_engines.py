@@ -109,7 +109,7 @@ def test_mass_delete_guard_and_broken_source(case: dict[str, Any], tmp_path: Pat
 def test_blue_green_switch_under_queries_then_rollback(case: dict[str, Any]) -> None:
     store = case["store"]
     first = run(case)
-    if not store.capabilities.aliases:  # Milvus Lite: synced in place, a re-index is refused
+    if not store.capabilities.aliases:  # (every bundled engine has aliases; Milvus Lite's are emulated)
         assert first.collection == case["name"] and first.alias is None
         with pytest.raises(CapabilityError, match="no aliases"):
             run(case, chunk_tokens=16)
