@@ -208,19 +208,20 @@ class Ledger:
 
     def put_chunks(self, collection: str, rows: Iterable[tuple[str, str, str, str]]) -> int:
         """Record chunks the store confirmed: ``(chunk_id, document_id, source, fingerprint)``."""
-        return self._many(
-            "INSERT INTO sync_chunks (ledger, collection, chunk_id, document_id, source, fingerprint) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ledger, collection, chunk_id) DO UPDATE SET "
-            "document_id = excluded.document_id, source = excluded.source, fingerprint = excluded.fingerprint",
-            ((self.key, collection, *row) for row in rows))
+        return self._upsert("sync_chunks", ("chunk_id",), ("document_id", "source", "fingerprint"), collection, rows)
 
     def put_documents(self, collection: str, rows: Iterable[tuple[str, str, str, int]]) -> int:
         """Record documents whose chunks are all in: ``(document_id, source, fingerprint, chunks)``."""
-        return self._many(
-            "INSERT INTO sync_documents (ledger, collection, document_id, source, fingerprint, chunks) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ledger, collection, document_id) DO UPDATE SET "
-            "source = excluded.source, fingerprint = excluded.fingerprint, chunks = excluded.chunks",
-            ((self.key, collection, *row) for row in rows))
+        return self._upsert("sync_documents", ("document_id",), ("source", "fingerprint", "chunks"), collection, rows)
+
+    def _upsert(self, table: str, keys: tuple[str, ...], values: tuple[str, ...], collection: str,
+                rows: Iterable[Sequence[Any]]) -> int:
+        # Table and column names are this module's constants, never caller input.
+        columns = ("ledger", "collection", *keys, *values)
+        stmt = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                f"ON CONFLICT (ledger, collection, {', '.join(keys)}) DO UPDATE SET "
+                + ", ".join(f"{v} = excluded.{v}" for v in values))
+        return self._many(stmt, ((self.key, collection, *row) for row in rows))
 
     def mark_pending(self, collection: str, chunk_ids: Iterable[str]) -> int:
         """Blank the fingerprints of chunks about to be deleted from the store (see the module docstring)."""

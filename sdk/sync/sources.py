@@ -279,7 +279,21 @@ def _check_unique(seen: dict[str, int], doc_id: str, lineno: int, file: Path) ->
         )
 
 
-class JsonlSource:
+class _FileSource:
+    """One file: named ``<kind>:<absolute path>``; ``spec`` reopens it with ``open_source``."""
+
+    kind = ""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = _check_file(path, type(self).__name__)
+        self.name = f"{self.kind}:{self.path}"
+        self.spec: str | None = str(self.path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+
+class JsonlSource(_FileSource):
     """One JSON object per line: ``id`` (or ``_id``), ``text``, optional ``title`` and ``metadata``.
 
     A BEIR ``corpus.jsonl`` works as is. A non-empty ``title`` is kept as metadata "title" and
@@ -288,13 +302,7 @@ class JsonlSource:
     Blank lines are skipped; a bad line raises ``SourceError`` with ``path:line``.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = _check_file(path, "JsonlSource")
-        self.name = f"jsonl:{self.path}"
-        self.spec: str | None = str(self.path)
-
-    def __repr__(self) -> str:
-        return f"JsonlSource({str(self.path)!r})"
+    kind = "jsonl"
 
     def __iter__(self) -> Iterator[Document]:
         seen: dict[str, int] = {}
@@ -346,17 +354,11 @@ class JsonlSource:
         return Document(doc_id, text, metadata)
 
 
-class CsvSource:
+class CsvSource(_FileSource):
     """A CSV file with a header row holding ``id`` and ``text`` columns; other non-empty cells become
     metadata (as strings). Fields may span lines (quoted); errors name ``path:line``."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = _check_file(path, "CsvSource")
-        self.name = f"csv:{self.path}"
-        self.spec: str | None = str(self.path)
-
-    def __repr__(self) -> str:
-        return f"CsvSource({str(self.path)!r})"
+    kind = "csv"
 
     def __iter__(self) -> Iterator[Document]:
         _allow_long_fields()
