@@ -101,7 +101,6 @@ def run_sync(args: argparse.Namespace) -> int:
                "chunk_overlap": args.chunk_overlap, "keep": args.keep, "batch_size": args.batch_size,
                "allow_mass_delete": args.allow_mass_delete, "progress": None if not args.json else False}
     if args.plan:
-        options.pop("keep"), options.pop("batch_size"), options.pop("progress")
         report = plan(source, args.store, args.collection, **options)
     else:
         report = sync(source, args.store, args.collection, **options)

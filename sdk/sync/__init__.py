@@ -26,6 +26,7 @@ from sdk.core.store import VectorStore
 from sdk.sync.engine import Syncer, SyncReport, VerifyReport
 from sdk.sync.engine import rollback as _rollback
 from sdk.sync.engine import status as _status
+from sdk.sync.engine import verify as _verify
 from sdk.sync.ledger import Ledger, ledger_dir, ledger_key
 from sdk.sync.sources import CsvSource, FolderSource, JsonlSource, Source, open_source
 
@@ -132,16 +133,15 @@ def verify(store: VectorStore | str, collection: str, *, repair: bool = False, l
     """Ledger versus store; with ``repair``, delete orphans and re-write missing chunks from the recorded
     sources (with the models that built the live version)."""
     with _opened(store, collection, ledger) as (adapter, book):
-        live = book.get("live") or {}
-        models = live.get("models") or {}
-        syncer = _syncer(adapter, collection, book, models.get("dense"), models.get("sparse") or False, device)
-        report = syncer.verify(repair=repair)
-        if report.repaired:
+        report = _verify(book, adapter, collection, repair=repair)
+        if report.repaired:  # only now are the models needed: the missing chunks are encoded again
+            models = (book.get("live") or {}).get("models") or {}
+            syncer = _syncer(adapter, collection, book, models.get("dense"), models.get("sparse") or False, device)
             for name, spec in (book.get("sources") or {}).items():
                 if spec is None:
                     raise ConfigError(f"source {name} cannot be reopened (it was not a path); run sync with it to "
                                       "re-write the missing chunks")
                 syncer.run(open_source(spec))
-            after = syncer.verify()
+            after = _verify(book, adapter, collection)
             report.missing, report.orphans = after.missing, after.orphans
         return report

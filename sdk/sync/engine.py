@@ -128,6 +128,7 @@ class _Plan:
     stale_chunks: list[str]
     gone_documents: list[str]
     documents: dict[str, tuple[str, int]]  # document id -> (fingerprint, chunks) of the source
+    known_documents: dict[str, tuple[str, str, int]]  # what the ledger held for the target before the run
     report: SyncReport
 
 
@@ -168,6 +169,7 @@ class Syncer:
         self.spec = self.pipeline.collection_spec()
         self.encoder = self.spec.encoder or ""
         self.want = {"fingerprint": self.encoder, "chunker": self.chunker.settings}
+        self._want_digest = _digest(self.want)  # part of every chunk fingerprint: hashed once, not per chunk
 
     def close(self) -> None:
         self.pipeline.close()
@@ -230,7 +232,7 @@ class Syncer:
                 raise SyncError(f"document id {doc.id!r} appears twice in {source.name}; ids must be unique")
             fps = []
             for chunk in chunks:
-                fp = _digest(chunk.content_hash, chunk.metadata, self.want)
+                fp = _digest(chunk.content_hash, chunk.metadata, self._want_digest)
                 fps.append(fp)
                 seen.add(chunk.id)
                 if existing.get(chunk.id, ("", "", ""))[2] != fp:
@@ -256,7 +258,7 @@ class Syncer:
                 "re-run with --allow-mass-delete (allow_mass_delete=True)"
             )
         report.seconds = time.perf_counter() - started
-        return _Plan(target, build, writes, stale, gone, documents, report)
+        return _Plan(target, build, writes, stale, gone, documents, known_docs, report)
 
     def plan(self, source: Source) -> SyncReport:
         """What ``run(source)`` would do; writes nothing (a dry run)."""
@@ -325,9 +327,9 @@ class Syncer:
                     bar.update(len(batch))
         finally:
             bar.close()
-        known = self.ledger.documents(physical)
+        known = plan.known_documents
         self.ledger.put_documents(physical, [(d, source, fp, n) for d, (fp, n) in plan.documents.items()
-                                             if known.get(d, ("", "", -1))[1:] != (fp, n) or known[d][0] != source])
+                                             if known.get(d) != (source, fp, n)])
 
     def _delete(self, plan: _Plan, physical: str) -> None:
         for start in range(0, len(plan.stale_chunks), DELETE_BATCH):
@@ -360,26 +362,7 @@ class Syncer:
         return status(self.ledger, self.name)
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
-        """Compare the ledger's chunk ids of the live collection with the ids the store holds.
-
-        ``repair`` deletes orphans (points the ledger does not know) and forgets the ledger rows
-        whose points are missing, so the next ``run`` writes those chunks again (``sdk.sync.verify``
-        does that run with the recorded sources).
-        """
-        live = self.ledger.get("live")
-        if not live:
-            raise SyncError(f"nothing was synced into {self.name!r} yet (no ledger state); run sdk sync first")
-        physical = live["collection"]
-        ledger_ids = set(self.ledger.chunks(physical))
-        store_ids = set(self.store.ids(physical))
-        report = VerifyReport(physical, len(ledger_ids), len(store_ids), sorted(ledger_ids - store_ids),
-                              sorted(store_ids - ledger_ids))
-        if repair and report.drift:
-            for start in range(0, len(report.orphans), DELETE_BATCH):
-                self.store.delete(physical, report.orphans[start:start + DELETE_BATCH])
-            self.ledger.remove_chunks(physical, report.missing)
-            report.repaired = True
-        return report
+        return verify(self.ledger, self.store, self.name, repair=repair)
 
 
 def status(ledger: Ledger, name: str) -> dict[str, Any]:
@@ -393,6 +376,29 @@ def status(ledger: Ledger, name: str) -> dict[str, Any]:
             "alias": name if live["collection"] != name else None, "encoder": live.get("fingerprint"),
             "chunker": live.get("chunker"), "models": live.get("models"), "last_run": ledger.get("last_run"),
             "versions": [v["collection"] for v in ledger.get("versions", [])], "ledger": ledger.where}
+
+
+def verify(ledger: Ledger, store: VectorStore, name: str, *, repair: bool = False) -> VerifyReport:
+    """Compare the ledger's chunk ids of the live collection with the ids the store holds (no encoder needed).
+
+    ``repair`` deletes orphans (points the ledger does not know) and forgets the ledger rows whose
+    points are missing, so the next ``Syncer.run`` writes those chunks again (``sdk.sync.verify``
+    does that run with the recorded sources).
+    """
+    live = ledger.get("live")
+    if not live:
+        raise SyncError(f"nothing was synced into {name!r} yet (no ledger state); run sdk sync first")
+    physical = live["collection"]
+    ledger_ids = set(ledger.chunks(physical))
+    store_ids = set(store.ids(physical))
+    report = VerifyReport(physical, len(ledger_ids), len(store_ids), sorted(ledger_ids - store_ids),
+                          sorted(store_ids - ledger_ids))
+    if repair and report.drift:
+        for start in range(0, len(report.orphans), DELETE_BATCH):
+            store.delete(physical, report.orphans[start:start + DELETE_BATCH])
+        ledger.remove_chunks(physical, report.missing)
+        report.repaired = True
+    return report
 
 
 def rollback(ledger: Ledger, store: VectorStore, name: str) -> dict[str, Any]:
