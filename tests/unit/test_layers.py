@@ -33,6 +33,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "sdk.retrieval": (3, "retrieval"),
     "sdk.evaluation": (3, "evaluation"),
     "sdk.sync": (4, "sync"),
+    "sdk.training": (4, "training"),
     "sdk.cli": (5, "cli"),
 }
 # Public facades that only re-export the core under their historical names.
