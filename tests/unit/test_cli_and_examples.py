@@ -74,3 +74,5 @@ def test_examples_run(path: Path, minilm_path: Path) -> None:
     result = module.main()
     if path.name == "encode_and_search.py":
         assert "Debian" in result[0]
+    if path.name.startswith("distill_"):  # the student moved towards the teacher
+        assert result["after"] < result["before"]
