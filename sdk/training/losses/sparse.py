@@ -317,9 +317,11 @@ class _SparseLoss(EncoderLoss):
     """A main sparse loss: ``forward`` embeds the columns, ``compute_loss_from_embeddings`` does the maths."""
 
     _warned_alone: bool = False
+    #: warn when run without SpladeLoss (sentence-transformers refuses these losses alone)
+    _wants_regularizer: bool = True
 
     def forward(self, features: list[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        if not type(self)._warned_alone:
+        if self._wants_regularizer and not type(self)._warned_alone:
             type(self)._warned_alone = True
             logger.warning(
                 "%s is training without a sparsity regularizer, so SPLADE vectors will grow dense; wrap it: "
@@ -396,7 +398,9 @@ class SpladeLoss(EncoderLoss):
         self.use_document_regularizer_only = bool(use_document_regularizer_only)
         if query_regularizer_weight is not None:
             _positive_number(query_regularizer_weight, "query_regularizer_weight", allow_zero=True)
-        self.document_regularizer = document_regularizer or FlopsLoss(model, threshold=document_regularizer_threshold)
+        if document_regularizer is None:
+            document_regularizer = FlopsLoss(model, threshold=document_regularizer_threshold)
+        self.document_regularizer = document_regularizer
         self.query_regularizer: nn.Module | None = query_regularizer
         if query_regularizer is None and not use_document_regularizer_only:
             self.query_regularizer = FlopsLoss(model, threshold=query_regularizer_threshold)
@@ -654,7 +658,10 @@ class SparseMSELoss(_SparseLoss):
     """MSE between the student's vectors and precomputed teacher vectors (the label).
 
     Labels: (batch, dim) targets every column; (batch, columns, dim) one target per column.
+    Runs alone without a warning (distilling a sparse teacher), as in sentence-transformers.
     """
+
+    _wants_regularizer = False
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | Sequence[Tensor] | None = None
                                      ) -> Tensor:
