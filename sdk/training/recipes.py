@@ -106,7 +106,7 @@ def _miner(recipe: Recipe, model: Any) -> Any:
 def _loss(recipe: Recipe, model: Any, negatives: int) -> Any:
     name = (recipe.loss or {"dense": "mnrl", "cross": "bce", "sparse": "splade"}[recipe.kind]).lower()
     if recipe.kind == "dense":
-        from sdk.training.losses import dense as losses
+        from sdk.training import losses
 
         if name not in DENSE_LOSSES:
             raise InputError(f"dense --loss must be one of {', '.join(DENSE_LOSSES)}; got {name!r}")

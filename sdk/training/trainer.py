@@ -326,11 +326,25 @@ class EncoderTrainer(Trainer):
     # -- optimizer -------------------------------------------------------------------------------
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        """transformers' optimizer, with per-parameter learning rates from ``learning_rate_mapping``."""
+        """transformers' optimizer, with per-parameter learning rates from ``learning_rate_mapping``;
+        parameters a loss owns (e.g. MSELoss' projection) are trained too."""
+        if self.optimizer is not None:
+            return self.optimizer
         mapping = self.args.learning_rate_mapping
-        if not mapping or self.optimizer is not None:
-            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if not mapping:
+            optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        else:
+            optimizer = self._mapped_optimizer(self.model if model is None else model, mapping)
         target = self.model if model is None else model
+        own = {id(p) for p in target.parameters()}
+        losses = self.loss.values() if isinstance(self.loss, dict) else [self.loss]
+        extra = {id(p): p for loss in losses for p in loss.parameters() if p.requires_grad and id(p) not in own}
+        if extra:
+            optimizer.add_param_group({"params": list(extra.values()), "weight_decay": 0.0})
+        self.optimizer = optimizer
+        return optimizer
+
+    def _mapped_optimizer(self, target: nn.Module, mapping: dict[str, float]) -> torch.optim.Optimizer:
         decay = set(self.get_decay_parameter_names(target))
         patterns = [(re.compile(p), float(lr)) for p, lr in mapping.items()]
         groups: dict[tuple[float, float], list[nn.Parameter]] = {}
@@ -341,8 +355,7 @@ class EncoderTrainer(Trainer):
             groups.setdefault((lr, self.args.weight_decay if name in decay else 0.0), []).append(param)
         optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
         param_groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
-        self.optimizer = optimizer_cls(param_groups, **kwargs)
-        return self.optimizer
+        return optimizer_cls(param_groups, **kwargs)
 
     # -- training, saving, resuming --------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 (+ ``cross_listwise``) and ``sparse``; ``base`` has the ``EncoderLoss`` interface they share.
 
 As in sentence-transformers' ``losses`` namespace, the names at this level are the dense
-(bi-encoder) losses; the cross-encoder and sparse losses reuse some of those names
+(bi-encoder) losses, plus the sparse ones whose names are their own; the cross-encoder and sparse losses reuse some of those names
 (MultipleNegativesRankingLoss, MarginMSELoss, ...), so import them from their module, e.g.
 ``from sdk.training.losses.cross import MultipleNegativesRankingLoss``.
 Names load lazily, like ``sdk.training``.
@@ -28,6 +28,10 @@ _LAZY: dict[str, str] = {
     "TripletLoss": _DENSE,
     "CachedMultipleNegativesRankingLoss": "sdk.training.losses.dense_cached",
     "MatryoshkaLoss": "sdk.training.losses.matryoshka",
+    # sparse names that do not clash with the dense ones
+    **{name: "sdk.training.losses.sparse" for name in (
+        "FlopsLoss", "SpladeLoss", "SparseCoSENTLoss", "SparseDistillKLDivLoss", "SparseMSELoss",
+        "SparseMarginMSELoss", "SparseMultipleNegativesRankingLoss", "SparseTripletLoss")},
 }
 
 __all__ = sorted(_LAZY)
