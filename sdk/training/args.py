@@ -81,8 +81,18 @@ class EncoderTrainingArguments(TrainingArguments):
     prompts: Any = field(default=None, metadata={"help": "prompt per column (or per dataset and column)"})
     router_mapping: Any = field(default=None, metadata={"help": "Router route per column (or per dataset)"})
     learning_rate_mapping: Any = field(default=None, metadata={"help": "{parameter-name regex: learning rate}"})
+    warmup_ratio: float | None = field(
+        default=None, metadata={"help": "warm-up as a fraction of all steps (transformers 5: warmup_steps < 1)"}
+    )
 
     def __post_init__(self) -> None:
+        # the seed's recipes say warmup_ratio=0.1; transformers 5 spells it warmup_steps=0.1
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1:
+                raise InputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+            if self.warmup_steps:
+                raise InputError("give warmup_ratio or warmup_steps, not both")
+            self.warmup_steps = self.warmup_ratio
         super().__post_init__()
         self.batch_sampler = _enum(BatchSamplers, self.batch_sampler, "batch_sampler")
         self.multi_dataset_batch_sampler = _enum(

@@ -78,38 +78,16 @@ def mine_hard_negatives(
     (triplet / n-tuple: each row needs its negatives). Raises ``InputError`` on bad arguments.
     """
     anchor_col, positive_col = _pick_columns(dataset, anchor_column_name, positive_column_name)
-    _check_int("num_negatives", num_negatives, 1)
-    _check_int("range_min", range_min, 0)
-    _check_int("batch_size", batch_size, 1)
-    if range_max is not None:
-        _check_int("range_max", range_max, 1)
-    for name, value in (("max_score", max_score), ("min_score", min_score),
-                        ("absolute_margin", absolute_margin), ("relative_margin", relative_margin)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise InputError(f"{name} must be a number or None, got {value!r}")
-    if sampling_strategy not in _STRATEGIES:
-        raise InputError(f"unknown sampling_strategy {sampling_strategy!r}; use 'top' or 'random'")
-    if output_format not in OUTPUT_FORMATS:
-        raise InputError(f"unknown output_format {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise InputError(f"seed must be an int or None, got {seed!r}")
-    if include_positives:
-        if (range_min, range_max, max_score, min_score, absolute_margin, relative_margin) != (
-                0, None, None, None, None, None) or sampling_strategy != "top":
-            logger.warning("include_positives=True with range_min, range_max, max_score, min_score, margins or "
-                           "random sampling set may still drop the positives from the candidates")
-        if output_format != "n-tuple":
-            logger.warning('include_positives=True keeps the ranking order: output_format is set to "n-tuple"')
-            output_format = "n-tuple"
-
+    scalars = {"max_score": max_score, "min_score": min_score, "absolute_margin": absolute_margin,
+               "relative_margin": relative_margin}
+    output_format = _check_arguments(num_negatives, range_min, range_max, batch_size, scalars, sampling_strategy,
+                                      output_format, seed, include_positives, cross_encoder)
     anchors = _texts(dataset[anchor_col], f"column {anchor_col!r}")
     positives = _texts(dataset[positive_col], f"column {positive_col!r}")
     if not anchors:
         raise InputError("dataset has no rows; pass at least one (anchor, positive) pair")
-    extra = [] if corpus is None else _texts(corpus, "corpus")
     rows_per_anchor = Counter(anchors)
     max_positives = max(rows_per_anchor.values())
-
     filtering = absolute_margin is not None or relative_margin is not None or max_score is not None
     if range_max is None:
         widen = filtering or (cross_encoder is not None and min_score is not None)
@@ -119,36 +97,23 @@ def mine_hard_negatives(
     if range_min >= range_max:
         raise InputError(f"range_min ({range_min}) must be smaller than range_max ({range_max})")
     if num_negatives > range_max - range_min:
-        raise InputError(
-            f"cannot mine {num_negatives} negatives per anchor: only {range_max - range_min} candidates remain "
-            f"between range_min={range_min} and range_max={range_max}; lower num_negatives or range_min, or "
-            "raise range_max"
-        )
-    if cross_encoder is not None and getattr(cross_encoder, "num_labels", 1) != 1:
-        raise InputError(f"cross_encoder must give one score per pair; this one has {cross_encoder.num_labels} labels")
+        raise InputError(f"cannot mine {num_negatives} negatives per anchor: only {range_max - range_min} "
+                         f"candidates remain between range_min={range_min} and range_max={range_max}; lower "
+                         "num_negatives or range_min, or raise range_max")
 
-    # The corpus: extra documents then positives, each distinct text once.
-    docs = list(dict.fromkeys([*extra, *positives]))
-    doc_of = {text: i for i, text in enumerate(docs)}
+    # the corpus: extra documents then positives, each distinct text once; anchors likewise
+    docs = list(dict.fromkeys([*([] if corpus is None else _texts(corpus, "corpus")), *positives]))
     queries = list(dict.fromkeys(anchors))
-    query_of = {text: i for i, text in enumerate(queries)}
     if verbose and len(queries) != len(anchors):
         print(f"Found {len(queries)} unique queries out of {len(anchors)} total queries.")
     if verbose and max_positives > 1:
         print(f"Found an average of {np.mean(list(rows_per_anchor.values())):.3f} positives per query.")
-    by_query: list[list[int]] = [[] for _ in queries]
-    for anchor, positive in zip(anchors, positives, strict=True):
-        own = by_query[query_of[anchor]]
-        if doc_of[positive] not in own:
-            own.append(doc_of[positive])
-    n_pos = torch.tensor([len(p) for p in by_query])
-    pair_query = torch.repeat_interleave(torch.arange(len(queries)), n_pos)  # one entry per distinct pair
-    pair_doc = torch.tensor([d for own in by_query for d in own], dtype=torch.long)
+    pair_query, pair_doc = _distinct_pairs(anchors, positives, queries, docs)
 
     space = _space_for(model)
     c_emb = space.encode(docs, "document", corpus_prompt_name, corpus_prompt, batch_size, verbose)
     q_emb = space.encode(queries, "query", query_prompt_name, query_prompt, batch_size, verbose)
-    width = range_max + max_positives
+    width = range_max + max_positives  # room for the positives, masked below
     if store is None:
         scores, indices = _exact_search(space, q_emb, c_emb, min(width, len(docs)))
     else:
@@ -158,7 +123,6 @@ def mine_hard_negatives(
         scores = torch.cat([scores, scores.new_full((scores.size(0), pad), -_INF)], dim=1)
         indices = torch.cat([indices, indices.new_full((indices.size(0), pad), -1)], dim=1)
     pos_scores = space.pair_scores(q_emb, pair_query, c_emb, pair_doc)
-
     if cross_encoder is not None and (filtering or min_score is not None):
         scores, pos_scores = _rescore(cross_encoder, queries, docs, indices, pair_query, pair_doc, batch_size,
                                       verbose)
@@ -166,34 +130,29 @@ def mine_hard_negatives(
     if not include_positives:  # every positive of the anchor text, over all of its rows
         keys = torch.arange(len(queries)).unsqueeze(1) * len(docs) + indices
         scores[torch.isin(keys, pair_query * len(docs) + pair_doc) & (indices >= 0)] = -_INF
+    skipped = _apply_filters(scores, pos_scores, pair_query, len(queries), **scalars)
 
-    skipped = _apply_filters(scores, pos_scores, pair_query, len(queries), max_score, min_score,
-                             absolute_margin, relative_margin)
     neg_scores, order = torch.topk(scores, k=range_max, dim=1)
-    neg_idx = indices.gather(1, order)[:, range_min:]
-    neg_scores = neg_scores[:, range_min:]
+    neg_idx, neg_scores = indices.gather(1, order)[:, range_min:], neg_scores[:, range_min:]
     if sampling_strategy == "top":
         neg_idx, neg_scores = neg_idx[:, :num_negatives], neg_scores[:, :num_negatives]
-    else:
+    else:  # draw among the valid candidates (all of the window when too few), then best first again
         rng: Any = random.Random(seed) if seed is not None else random
         options = (neg_scores.size(1) - neg_scores.isinf().sum(1)).clamp(min=num_negatives)
         picks = torch.tensor([rng.sample(range(int(n)), k=num_negatives) for n in options], dtype=torch.long)
-        neg_scores, neg_idx = neg_scores.gather(1, picks), neg_idx.gather(1, picks)
-        neg_scores, order = neg_scores.sort(dim=1, descending=True)
-        neg_idx = neg_idx.gather(1, order)
+        neg_scores, order = neg_scores.gather(1, picks).sort(dim=1, descending=True)
+        neg_idx = neg_idx.gather(1, picks).gather(1, order)
     if verbose:
         print("Negative candidates mined, preparing dataset...")
 
-    data, kept_neg, kept_diff, possible = _rows(
-        output_format, output_scores, anchor_col, positive_col, queries, docs, pair_query, pair_doc,
-        pos_scores, neg_idx, neg_scores, len(anchors))
+    data, kept_neg, kept_gap, possible = _rows(output_format, output_scores, anchor_col, positive_col, queries,
+                                               docs, pair_query, pair_doc, pos_scores, neg_idx, neg_scores,
+                                               len(anchors))
     from datasets import Dataset
 
     out = Dataset.from_dict(data)
     if verbose:
-        _report(pos_scores, kept_neg, kept_diff, skipped, possible - len(out), possible,
-                {"absolute_margin": absolute_margin, "relative_margin": relative_margin,
-                 "max_score": max_score, "min_score": min_score}, range_min)
+        _report(pos_scores, kept_neg, kept_gap, skipped, possible - len(out), possible, scalars, range_min)
     return out
 
 
@@ -218,6 +177,52 @@ def _pick_columns(dataset: Any, anchor: str | None, positive: str | None) -> tup
     return anchor, positive
 
 
+def _check_arguments(num_negatives: Any, range_min: Any, range_max: Any, batch_size: Any,
+                     scalars: dict[str, Any], sampling_strategy: Any, output_format: Any, seed: Any,
+                     include_positives: bool, cross_encoder: Any) -> str:
+    """Everything that can be checked before encoding; returns the output format to use."""
+    _check_int("num_negatives", num_negatives, 1)
+    _check_int("range_min", range_min, 0)
+    _check_int("batch_size", batch_size, 1)
+    if range_max is not None:
+        _check_int("range_max", range_max, 1)
+    for name, value in scalars.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"{name} must be a number or None, got {value!r}")
+    if sampling_strategy not in _STRATEGIES:
+        raise InputError(f"unknown sampling_strategy {sampling_strategy!r}; use 'top' or 'random'")
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"unknown output_format {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise InputError(f"seed must be an int or None, got {seed!r}")
+    if cross_encoder is not None:
+        if not callable(getattr(cross_encoder, "predict", None)):
+            raise InputError(f"cross_encoder must be a CrossEncoder, got {type(cross_encoder).__name__}")
+        if getattr(cross_encoder, "num_labels", 1) != 1:
+            raise InputError(f"cross_encoder must give one score per pair, this one has {cross_encoder.num_labels}")
+    if include_positives:
+        if range_min or range_max is not None or any(v is not None for v in scalars.values()) \
+                or sampling_strategy != "top":
+            logger.warning("include_positives=True with range_min, range_max, score bounds, margins or random "
+                           "sampling set may still drop the positives from the candidates")
+        if output_format != "n-tuple":
+            logger.warning('include_positives=True keeps the ranking order: output_format is set to "n-tuple"')
+        return "n-tuple"
+    return str(output_format)
+
+
+def _distinct_pairs(anchors: list[str], positives: list[str], queries: list[str],
+                    docs: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query index, document index) of each distinct pair, grouped by query in first-seen order."""
+    doc_of = {text: i for i, text in enumerate(docs)}
+    query_of = {text: i for i, text in enumerate(queries)}
+    by_query: list[dict[int, None]] = [{} for _ in queries]
+    for anchor, positive in zip(anchors, positives, strict=True):
+        by_query[query_of[anchor]][doc_of[positive]] = None
+    pair_query = torch.repeat_interleave(torch.arange(len(queries)), torch.tensor([len(p) for p in by_query]))
+    return pair_query, torch.tensor([d for own in by_query for d in own], dtype=torch.long)
+
+
 def _check_int(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -237,7 +242,7 @@ def _texts(values: Any, what: str) -> list[str]:
 class _DenseSpace:
     """Unit-length dense embeddings scored with the model's similarity, as ST mines them."""
 
-    kind = "dense"
+    leg = "dense"
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -245,14 +250,14 @@ class _DenseSpace:
 
     def encode(self, texts: list[str], role: str, prompt_name: str | None, prompt: str | None,
                batch_size: int, verbose: bool) -> torch.Tensor:
-        kwargs = _prompt_kwargs(prompt_name, prompt)
         fn = self.model.encode_query if role == "query" else self.model.encode_document
         emb = fn(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_tensor=True,
-                 show_progress_bar=verbose, **kwargs)
+                 show_progress_bar=verbose, **_prompt_kwargs(prompt_name, prompt))
         return torch.as_tensor(emb).to(self.device)
 
-    def width(self, emb: torch.Tensor) -> int:
-        return int(emb.size(1))
+    def row_cost(self, emb: torch.Tensor) -> int:
+        """Extra score-block elements per query row (a sparse block densifies its queries)."""
+        return 0
 
     def block(self, q_emb: torch.Tensor, q: slice, c_emb: torch.Tensor, c: slice) -> torch.Tensor:
         return self.model.similarity(q_emb[q], c_emb[c])
@@ -262,31 +267,21 @@ class _DenseSpace:
         qi, ci = qi.to(q_emb.device), ci.to(c_emb.device)
         return self.model.similarity_pairwise(q_emb[qi], c_emb[ci]).float().cpu()
 
-    def record(self, emb: torch.Tensor, i: int) -> dict[str, Any]:
-        return {"vectors": {"dense": emb[i].float().cpu().numpy()}}
+    def store_rows(self, emb: torch.Tensor) -> list[Any]:
+        return list(emb.float().cpu().numpy())
 
-    def query(self, emb: torch.Tensor, i: int, limit: int) -> Any:
-        from sdk.core.types import HybridQuery
-
-        return HybridQuery(dense=emb[i].float().cpu().numpy(), limit=limit)
-
-    def field(self, emb: torch.Tensor) -> dict[str, Any]:
+    def field(self, emb: torch.Tensor) -> Any:
         from sdk.core.similarity import Similarity
         from sdk.core.spec import DenseField
 
         name = getattr(self.model, "similarity_fn_name", None) or "cosine"
-        sim = Similarity.parse(getattr(name, "value", name))
-        return {"dense": (DenseField("dense", int(emb.size(1)), sim),)}
+        return DenseField("dense", int(emb.size(1)), Similarity.parse(getattr(name, "value", name)))
 
 
 class _SparseSpace(_DenseSpace):
-    """SPLADE vectors as sparse COO matrices: scored by dot product (or cosine), never densified whole."""
+    """SPLADE vectors as sparse COO matrices: dot product (or cosine), never densified whole."""
 
-    kind = "sparse"
-
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self.cosine = getattr(getattr(model, "similarity_fn_name", None), "value", "dot") == "cosine"
+    leg = "sparse"
 
     def encode(self, texts: list[str], role: str, prompt_name: str | None, prompt: str | None,
                batch_size: int, verbose: bool) -> torch.Tensor:
@@ -294,50 +289,45 @@ class _SparseSpace(_DenseSpace):
         emb = fn(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=verbose,
                  **_prompt_kwargs(prompt_name, prompt))
         emb = emb.to_sparse().coalesce().float().to(self.device)
-        if self.cosine:
+        if getattr(self.model.similarity_fn_name, "value", "dot") == "cosine":
             norms = torch.sparse.sum(emb * emb, dim=1).to_dense().sqrt().clamp_min(1e-12)
             emb = torch.sparse_coo_tensor(emb.indices(), emb.values() / norms[emb.indices()[0]], emb.shape,
                                           is_coalesced=True)
         return emb
 
-    def width(self, emb: torch.Tensor) -> int:
+    def row_cost(self, emb: torch.Tensor) -> int:
         return int(emb.size(1))
 
     @staticmethod
-    def _rows(emb: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
+    def _take(emb: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
         if isinstance(rows, slice):
+            if (rows.start, rows.stop) == (0, emb.size(0)):
+                return emb
             rows = torch.arange(emb.size(0))[rows]
         return emb.index_select(0, rows.to(emb.device))
 
     def block(self, q_emb: torch.Tensor, q: slice, c_emb: torch.Tensor, c: slice) -> torch.Tensor:
-        docs = c_emb if (c.start, c.stop) == (0, c_emb.size(0)) else self._rows(c_emb, c)
-        return torch.sparse.mm(docs, self._rows(q_emb, q).to_dense().T).T
+        return torch.sparse.mm(self._take(c_emb, c), self._take(q_emb, q).to_dense().T).T
 
     def pair_scores(self, q_emb: torch.Tensor, qi: torch.Tensor, c_emb: torch.Tensor,
                     ci: torch.Tensor) -> torch.Tensor:
-        step = max(1, _BLOCK // max(1, self.width(q_emb)))
-        parts = [(self._rows(q_emb, qi[s:s + step]).to_dense() * self._rows(c_emb, ci[s:s + step]).to_dense()
-                  ).sum(1) for s in range(0, len(qi), step)]
-        return torch.cat(parts).float().cpu() if parts else torch.zeros(0)
+        step = max(1, _BLOCK // max(1, self.row_cost(q_emb)))
+        parts = [(self._take(q_emb, qi[s:s + step]).to_dense() * self._take(c_emb, ci[s:s + step]).to_dense()
+                  ).sum(1).float().cpu() for s in range(0, len(qi), step)]
+        return torch.cat(parts) if parts else torch.zeros(0)
 
-    def _vector(self, emb: torch.Tensor, i: int) -> Any:
+    def store_rows(self, emb: torch.Tensor) -> list[Any]:
         from sdk.core.types import SparseVector
 
-        row = self._rows(emb, torch.tensor([i])).coalesce()
-        return SparseVector(tuple(row.indices()[1].tolist()), tuple(row.values().tolist()))
+        emb = emb.coalesce().cpu()
+        counts = torch.bincount(emb.indices()[0], minlength=emb.size(0)).tolist()
+        cols, vals = emb.indices()[1].split(counts), emb.values().split(counts)
+        return [SparseVector(tuple(c.tolist()), tuple(v.tolist())) for c, v in zip(cols, vals, strict=True)]
 
-    def record(self, emb: torch.Tensor, i: int) -> dict[str, Any]:
-        return {"sparse": {"sparse": self._vector(emb, i)}}
-
-    def query(self, emb: torch.Tensor, i: int, limit: int) -> Any:
-        from sdk.core.types import HybridQuery
-
-        return HybridQuery(sparse=self._vector(emb, i), limit=limit)
-
-    def field(self, emb: torch.Tensor) -> dict[str, Any]:
+    def field(self, emb: torch.Tensor) -> Any:
         from sdk.core.spec import SparseField
 
-        return {"sparse": (SparseField("sparse"),)}
+        return SparseField("sparse")
 
 
 def _prompt_kwargs(prompt_name: str | None, prompt: str | None) -> dict[str, Any]:
@@ -365,7 +355,7 @@ def _exact_search(space: _DenseSpace, q_emb: torch.Tensor, c_emb: torch.Tensor,
     """Top-``k`` scores and corpus indices per query, best first, over blocks of queries x documents."""
     n_q, n_c = q_emb.size(0), c_emb.size(0)
     c_step = min(n_c, _CORPUS_BLOCK)
-    q_step = max(1, _BLOCK // max(c_step, space.width(q_emb) if space.kind == "sparse" else 1))
+    q_step = max(1, _BLOCK // (c_step + space.row_cost(q_emb)))
     all_scores, all_idx = [], []
     for qs in range(0, n_q, q_step):
         q = slice(qs, min(qs + q_step, n_q))
@@ -389,24 +379,25 @@ def _store_search(store: Any, space: _DenseSpace, q_emb: torch.Tensor, c_emb: to
     """Candidates from a temporary collection in ``store``; scores recomputed exactly, best first."""
     from sdk.core.progress import progress_bar
     from sdk.core.spec import CollectionSpec
-    from sdk.core.types import Record
+    from sdk.core.types import HybridQuery, Record
     from sdk.retrieval.pipeline import resolve_store
 
     adapter, owned = resolve_store(store)
-    name = f"hard_negatives_{uuid.uuid4().hex[:16]}"
+    name, leg = f"hard_negatives_{uuid.uuid4().hex[:16]}", space.leg
     n_q, n_c = q_emb.size(0), c_emb.size(0)
     rows: list[list[int]] = []
     try:
-        spec = CollectionSpec(name, **space.field(c_emb))
+        spec = CollectionSpec(name, **{leg: (space.field(c_emb),)})
         adapter.ensure_collection(spec)
-        adapter.upsert(name, (Record(str(i), **space.record(c_emb, i)) for i in range(n_c)), expect=spec)
+        field = "vectors" if leg == "dense" else "sparse"
+        docs = space.store_rows(c_emb)
+        adapter.upsert(name, (Record(str(i), **{field: {leg: row}}) for i, row in enumerate(docs)), expect=spec)
         bar = progress_bar(n_q, "Querying the store", verbose, unit="query")
-        for i in range(n_q):
-            found = []
-            for hit in adapter.query(name, space.query(q_emb, i, k), expect=spec):
-                if hit.id.isdigit() and int(hit.id) < n_c and int(hit.id) not in found:
-                    found.append(int(hit.id))
-            rows.append(found[:k] + [-1] * (k - len(found[:k])))
+        for row in space.store_rows(q_emb):
+            found = [int(h.id) for h in adapter.query(name, HybridQuery(**{leg: row}, limit=k), expect=spec)
+                     if h.id.isdigit() and int(h.id) < n_c]
+            found = list(dict.fromkeys(found))[:k]
+            rows.append(found + [-1] * (k - len(found)))
             bar.update(1)
         bar.close()
     finally:
@@ -445,7 +436,7 @@ def _predict(cross_encoder: Any, pairs: list[tuple[str, str]], batch_size: int, 
     return torch.as_tensor(out).float().cpu().reshape(len(pairs))
 
 
-def _apply_filters(scores: torch.Tensor, pos_scores: torch.Tensor, pair_query: torch.Tensor, n_queries: int,
+def _apply_filters(scores: torch.Tensor, pos_scores: torch.Tensor, pair_query: torch.Tensor, n_queries: int, *,
                    max_score: float | None, min_score: float | None, absolute_margin: float | None,
                    relative_margin: float | None) -> dict[str, tuple[int, float]]:
     """Set excluded candidates to -inf in place; returns (count, share) skipped per rule (for the report)."""
@@ -496,21 +487,17 @@ def _rows(fmt: str, with_scores: bool, anchor_col: str, positive_col: str, queri
         if with_scores:
             data["scores"] = torch.stack([pos_scores[r], per_pair_s[r, j]], 1).tolist()
         return data, kept_neg, kept_gap, keep.numel()
-    if fmt == "labeled-pair":
-        data = {anchor_col: [], positive_col: [], "score" if with_scores else "label": []}
-        label = data["score" if with_scores else "label"]
-        starts = torch.searchsorted(pair_query, torch.arange(len(queries))).tolist()
-        for q, start in enumerate(starts):
-            end = starts[q + 1] if q + 1 < len(starts) else len(pair_query)
-            for p in range(start, end):
-                data[anchor_col].append(queries[q])
-                data[positive_col].append(positives[p])
-                label.append(float(pos_scores[p]) if with_scores else 1)
-            for d, s in zip(neg_idx[q].tolist(), neg_scores[q].tolist(), strict=True):
-                if s != -_INF:
-                    data[anchor_col].append(queries[q])
-                    data[positive_col].append(docs[d])
-                    label.append(s if with_scores else 0)
+    if fmt == "labeled-pair":  # per anchor: its positives, then its kept negatives
+        key = "score" if with_scores else "label"
+        data = {anchor_col: [], positive_col: [], key: []}
+        first = torch.searchsorted(pair_query, torch.arange(len(queries) + 1)).tolist()
+        for q, query in enumerate(queries):
+            ps = range(first[q], first[q + 1])
+            ns = [(docs[d], s) for d, s in zip(neg_idx[q].tolist(), neg_scores[q].tolist(), strict=True) if s != -_INF]
+            data[anchor_col] += [query] * (len(ps) + len(ns))
+            data[positive_col] += [positives[p] for p in ps] + [d for d, _ in ns]
+            data[key] += ([float(pos_scores[p]) for p in ps] + [s for _, s in ns] if with_scores
+                          else [1] * len(ps) + [0] * len(ns))
         return data, kept_neg, kept_gap, len(queries) * neg_idx.size(1) + n_rows
     if fmt == "n-tuple":
         full = keep.all(dim=1)

@@ -20,7 +20,7 @@ _PIPELINE = {"DenseTrainer": "sentence-similarity", "CrossEncoderTrainer": "text
 _KIND = {"DenseTrainer": "DenseEncoder", "CrossEncoderTrainer": "CrossEncoder", "SparseEncoderTrainer": "SparseEncoder"}
 #: the arguments worth printing (everything else is transformers' defaults or bookkeeping)
 _ARGS = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-         "learning_rate", "warmup_ratio", "weight_decay", "lr_scheduler_type", "fp16", "bf16", "seed",
+         "learning_rate", "warmup_steps", "weight_decay", "lr_scheduler_type", "fp16", "bf16", "seed",
          "batch_sampler", "multi_dataset_batch_sampler", "prompts", "router_mapping", "learning_rate_mapping")
 
 
