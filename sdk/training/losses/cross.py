@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from sdk.core.errors import InputError
 from sdk.training.losses.base import EncoderLoss, check_columns, labels_tensor
+from sdk.training.losses.functional import qualified_name, teacher_margins
 
 __all__ = [
     "BinaryCrossEntropyLoss",
@@ -28,18 +29,6 @@ __all__ = [
 # Shared default activations (stateless), so signatures read like sentence-transformers' own.
 IDENTITY = nn.Identity()
 SIGMOID = nn.Sigmoid()
-
-
-def qualified_name(obj: Any) -> str | None:
-    """``module.Class`` of an activation or scheme for the model card (None stays None)."""
-    if obj is None:
-        return None
-    # a class or a plain function names itself; a module or other object names its class
-    is_function = callable(obj) and not isinstance(obj, nn.Module)
-    kind = obj if isinstance(obj, type) or is_function else type(obj)
-    name = getattr(kind, "__qualname__", None) or type(kind).__name__
-    module = getattr(kind, "__module__", None)
-    return f"{module}.{name}" if module and module != "builtins" else name
 
 
 def check_cross_encoder(loss: nn.Module, model: nn.Module, labels: str) -> None:
@@ -276,16 +265,7 @@ class MarginMSELoss(EncoderLoss):
         """Teacher margins of shape (rows, n_negatives) from any accepted label layout."""
         if not isinstance(labels, Tensor):  # a list column: one tensor (or list) per row
             labels = torch.stack([torch.as_tensor(row) for row in labels])
-        if tuple(labels.shape) == (rows, n_negatives + 1):
-            labels = labels[:, :1] - labels[:, 1:]
-        if tuple(labels.shape) == (rows,):
-            labels = labels.unsqueeze(1)
-        if tuple(labels.shape) != (rows, n_negatives):
-            raise InputError(
-                f"MarginMSELoss labels have shape {tuple(labels.shape)}, expected ({rows}, {n_negatives}) "
-                f"teacher margins or ({rows}, {n_negatives + 1}) teacher scores [positive, negatives...]"
-            )
-        return labels
+        return teacher_margins(labels, rows, n_negatives, "MarginMSELoss")
 
     def forward(self, inputs: list[list[str]], labels: Tensor | Sequence[Tensor] | None) -> Tensor:
         check_columns(self, len(inputs), "at least 3 (query, positive, negative[, ...])", len(inputs) >= 3)

@@ -4,8 +4,8 @@ Each loss embeds every text column of a batch with ``EncoderLoss.embed`` (one fo
 column) and computes sentence-transformers' formula on those embeddings in
 ``compute_loss_from_embeddings``, so values and gradients match it to float precision. Splitting
 "embed" from "score" is what lets ``MatryoshkaLoss`` reuse one forward pass for every truncation
-and ``CachedMultipleNegativesRankingLoss`` share the in-batch-negatives maths (``InfoNCE``, which
-lives in ``dense_cached`` next to the GradCache machinery).
+and ``CachedMultipleNegativesRankingLoss`` share the in-batch-negatives maths. The formulas
+themselves (InfoNCE, CoSENT, triplet, margin MSE) live in ``functional``, shared with the sparse losses.
 """
 
 from __future__ import annotations
@@ -19,7 +19,20 @@ from torch import Tensor, nn
 
 from sdk.core.errors import InputError
 from sdk.training.losses.base import EncoderLoss, check_columns, labels_tensor
-from sdk.training.losses.dense_cached import DIRECTIONS, InfoNCE, Similarity, function_name
+from sdk.training.losses.functional import (
+    DIRECTIONS,
+    InfoNCE,
+    Similarity,
+    TripletDistanceMetric,
+    check_label_count,
+    cosent,
+    function_name,
+    margin_mse,
+    qualified_name,
+    teacher_mse,
+    triplet,
+    triplet_metric_name,
+)
 from sdk.util import cos_sim, pairwise_cos_sim, pairwise_dot_score
 
 __all__ = [
@@ -37,22 +50,6 @@ __all__ = [
     "TripletLoss",
     "pairwise_angle_sim",
 ]
-
-
-def qualified_name(obj: Any) -> str:
-    """``module.Class`` of an nn.Module (ST's ``fullname``), for the model card."""
-    kind = type(obj)
-    return f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else kind.__qualname__
-
-
-def check_label_count(loss: nn.Module, labels: Tensor, batch_size: int) -> Tensor:
-    """One label per example, flattened; a clear error otherwise."""
-    if labels.numel() != batch_size:
-        raise InputError(
-            f"{type(loss).__name__} expects {batch_size} labels (one per example), but got {labels.numel()} "
-            f"with shape {tuple(labels.shape)}; give every row a single float 'label' or 'score'"
-        )
-    return labels.view(-1)
 
 
 def pairwise_angle_sim(x: Tensor, y: Tensor) -> Tensor:
@@ -104,7 +101,7 @@ class MultipleNegativesRankingLoss(InfoNCE, EmbeddingLoss):
         self,
         model: nn.Module,
         scale: float = 20.0,
-        similarity_fct: Similarity = cos_sim,
+        similarity_fct: Similarity | str = cos_sim,
         gather_across_devices: bool = False,
         directions: Sequence[str] = ("query_to_doc",),
         partition_mode: str = "joint",
@@ -118,15 +115,6 @@ class MultipleNegativesRankingLoss(InfoNCE, EmbeddingLoss):
 
     def check_inputs(self, num_columns: int, labels: Tensor | None) -> None:
         check_columns(self, num_columns, "2 or more (anchor, positive, negatives...)", num_columns >= 2)
-
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
-        check_columns(self, len(embeddings), "2 or more", len(embeddings) >= 2)
-        queries, docs, offset = self.split_columns(embeddings)
-        rows = torch.arange(offset, offset + embeddings[0].size(0), device=queries.device)
-        return self.row_losses(queries, docs, torch.cat(docs, dim=0), rows).mean()
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return self.infonce_config()
 
     @property
     def citation(self) -> str:
@@ -158,21 +146,7 @@ class CoSENTLoss(EmbeddingLoss):
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
         labels = check_label_count(self, labels_tensor(labels, self), embeddings[0].size(0))
-        scores = self.similarity_fct(embeddings[0], embeddings[1])
-        if scores.dtype in (torch.float16, torch.bfloat16):
-            scores = scores.float()
-        scores = scores * self.scale
-        if labels.dtype == torch.bool:
-            labels = labels.int()
-        labels, order = labels.sort()
-        scores = scores[order]
-        # For each pair, logsumexp of -score over the pairs with a strictly higher label (a suffix of
-        # the sorted order), added to its own score: the pairwise terms without an n x n matrix.
-        first_higher = torch.searchsorted(labels, labels, right=True)
-        suffix = torch.logcumsumexp(-scores.flip(0), dim=0).flip(0)
-        suffix = torch.cat((suffix, scores.new_full((1,), -torch.inf)))
-        terms = torch.cat((scores.new_zeros(1), scores + suffix[first_higher]))
-        return torch.logsumexp(terms, dim=0)
+        return cosent(self.similarity_fct(embeddings[0], embeddings[1]), labels, self.scale)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "similarity_fct": function_name(self.similarity_fct)}
@@ -260,22 +234,6 @@ class CosineSimilarityLoss(EmbeddingLoss):
 # -- triplets -----------------------------------------------------------------------------------
 
 
-class TripletDistanceMetric:
-    """Pairwise distances for TripletLoss (row i of x against row i of y)."""
-
-    @staticmethod
-    def COSINE(x: Tensor, y: Tensor) -> Tensor:  # noqa: N802 - sentence-transformers' names
-        return 1 - pairwise_cos_sim(x, y)
-
-    @staticmethod
-    def EUCLIDEAN(x: Tensor, y: Tensor) -> Tensor:  # noqa: N802
-        return torch.linalg.vector_norm(x - y, dim=-1)
-
-    @staticmethod
-    def MANHATTAN(x: Tensor, y: Tensor) -> Tensor:  # noqa: N802
-        return (x - y).abs().sum(dim=-1)
-
-
 class TripletLoss(EmbeddingLoss):
     """max(d(anchor, positive) - d(anchor, negative) + margin, 0) over (anchor, positive, negative) rows."""
 
@@ -293,16 +251,10 @@ class TripletLoss(EmbeddingLoss):
         check_columns(self, num_columns, "3 (anchor, positive, negative)", num_columns == 3)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
-        anchor, positive, negative = embeddings
-        gaps = self.distance_metric(anchor, positive) - self.distance_metric(anchor, negative)
-        return F.relu(gaps + self.triplet_margin).mean()
+        return triplet(*embeddings, distance=self.distance_metric, margin=self.triplet_margin)
 
     def get_config_dict(self) -> dict[str, Any]:
-        name = function_name(self.distance_metric)
-        for metric in ("COSINE", "EUCLIDEAN", "MANHATTAN"):
-            if getattr(TripletDistanceMetric, metric) == self.distance_metric:
-                name = f"TripletDistanceMetric.{metric}"
-        return {"distance_metric": name, "triplet_margin": self.triplet_margin}
+        return {"distance_metric": triplet_metric_name(self.distance_metric), "triplet_margin": self.triplet_margin}
 
     @property
     def citation(self) -> str:
@@ -420,12 +372,9 @@ class MSELoss(EmbeddingLoss):
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
         labels = labels_tensor(labels, self).detach()
         teachers = [labels] * len(embeddings) if labels.dim() == 2 else list(labels.unbind(1))
-        losses = []
-        for student, teacher in zip(embeddings, teachers, strict=True):
-            if self.projection is not None:
-                student = self.projection(student)
-            losses.append(F.mse_loss(student, teacher.to(device=student.device, dtype=student.dtype)))
-        return torch.stack(losses).mean()
+        if self.projection is not None:
+            embeddings = [self.projection(student) for student in embeddings]
+        return teacher_mse(embeddings, teachers, hint="; set projection_dim to the teacher's width")
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"projection_dim": self.projection_dim}
@@ -449,28 +398,13 @@ class MarginMSELoss(EmbeddingLoss):
     def __init__(self, model: nn.Module, similarity_fct: Similarity = pairwise_dot_score) -> None:
         super().__init__(model)
         self.similarity_fct = similarity_fct
-        self.loss_fct = nn.MSELoss()
 
     def check_inputs(self, num_columns: int, labels: Tensor | None) -> None:
         check_columns(self, num_columns, "3 or more (query, positive, negative_1, ...)", num_columns >= 3)
         labels_tensor(labels, self)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
-        labels = labels_tensor(labels, self)
-        query, positive, negatives = embeddings[0], embeddings[1], embeddings[2:]
-        batch = query.size(0)
-        if labels.shape == (batch, len(negatives) + 1):  # raw scores -> margins
-            labels = labels[:, :1] - labels[:, 1:]
-        if labels.shape == (batch,):
-            labels = labels.unsqueeze(1)
-        if labels.shape != (batch, len(negatives)):
-            raise InputError(
-                f"MarginMSELoss labels have shape {tuple(labels.shape)}, expected {(batch, len(negatives))} "
-                f"(teacher margins pos - neg_i) or {(batch, len(negatives) + 1)} (teacher scores, positive first)"
-            )
-        positive_scores = self.similarity_fct(query, positive)
-        margins = torch.stack([positive_scores - self.similarity_fct(query, neg) for neg in negatives], dim=1)
-        return self.loss_fct(margins, labels.detach())
+        return margin_mse(embeddings[0], embeddings[1:], labels_tensor(labels, self), self.similarity_fct)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"similarity_fct": function_name(self.similarity_fct)}

@@ -1,9 +1,8 @@
-"""In-batch negatives (InfoNCE) scoring, and GradCache: the same loss with memory that does not
-grow with the batch size.
+"""GradCache: the in-batch negatives loss with memory that does not grow with the batch size.
 
-``InfoNCE`` holds the options and maths of MultipleNegativesRankingLoss (``dense``) and of
-CachedMultipleNegativesRankingLoss here; it scores any slice of query rows, which is what lets the
-cached loss build the score matrix a chunk of rows at a time.
+The scoring is ``functional.InfoNCE`` (shared with MultipleNegativesRankingLoss and the sparse
+ranking loss); it scores any slice of query rows, which is what lets the cached loss build the
+score matrix a chunk of rows at a time.
 
 A contrastive loss couples every row of a batch, so it cannot be split into independent
 mini-batches. GradCache (Gao et al., 2021) splits the *work* instead:
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -37,6 +35,7 @@ from torch.utils.checkpoint import get_device_states, set_device_states
 
 from sdk.core.errors import InputError
 from sdk.training.losses.base import EncoderLoss, check_columns
+from sdk.training.losses.functional import DIRECTIONS, InfoNCE, Similarity, function_name, gather_with_grad
 from sdk.util import cos_sim
 
 __all__ = [
@@ -45,160 +44,12 @@ __all__ = [
     "GradCacheLoss",
     "InfoNCE",
     "RngSnapshot",
+    "function_name",
     "gather_with_grad",
 ]
 
-logger = logging.getLogger(__name__)
-
-Similarity = Callable[[Tensor, Tensor], Tensor]
 #: ``loss_fn(embeddings per column, labels, with_backward=...) -> loss`` (see GradCacheLoss)
 CachedLossFn = Callable[..., Tensor]
-
-
-def function_name(fn: Any) -> str:
-    """A readable name of a similarity callable or module for the model card."""
-    return getattr(fn, "__name__", None) or type(fn).__name__
-
-
-# -- in-batch negatives (InfoNCE) ---------------------------------------------------------------
-
-DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
-PARTITION_MODES = ("joint", "per_direction")
-HARDNESS_MODES = (None, "in_batch_negatives", "hard_negatives", "all_negatives")
-
-
-def _dist_ready() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def gather_with_grad(tensor: Tensor) -> Tensor:
-    """All ranks' rows concatenated, differentiable for every rank's slice (identity when not distributed)."""
-    if not _dist_ready():
-        return tensor
-    import torch.distributed.nn as dist_nn
-
-    return torch.cat(dist_nn.all_gather(tensor), dim=0)
-
-
-class InfoNCE:
-    """The scoring shared by MultipleNegativesRankingLoss and its GradCache variant.
-
-    Column 0 holds the queries (anchors), column 1 their positives, columns 2.. hard negatives.
-    ``row_losses`` returns the per-query loss for a slice of the (possibly gathered) batch, so the
-    cached loss can process the score matrix in chunks of rows with the same maths.
-    """
-
-    scale: float
-    similarity_fct: Similarity
-    gather_across_devices: bool
-    directions: tuple[str, ...]
-    partition_mode: str
-    hardness_mode: str | None
-    hardness_strength: float
-
-    def _set_infonce_options(
-        self,
-        scale: float,
-        similarity_fct: Similarity,
-        gather_across_devices: bool,
-        directions: Sequence[str],
-        partition_mode: str,
-        hardness_mode: str | None,
-        hardness_strength: float,
-    ) -> None:
-        name = type(self).__name__
-        if not scale > 0:
-            raise InputError(f"{name}: scale must be positive (scale = 1 / temperature), got {scale}")
-        directions = tuple(directions)
-        unknown = sorted(set(directions) - set(DIRECTIONS))
-        if not directions or unknown:
-            raise InputError(f"{name}: directions must be a non-empty subset of {DIRECTIONS}, got {directions}")
-        if "query_to_doc" not in directions:
-            raise InputError(f"{name}: directions must include 'query_to_doc' (it holds the positive pair)")
-        if partition_mode not in PARTITION_MODES:
-            raise InputError(f"{name}: partition_mode must be one of {PARTITION_MODES}, got {partition_mode!r}")
-        if partition_mode == "per_direction" and {"query_to_query", "doc_to_doc"} & set(directions):
-            raise InputError(
-                f"{name}: partition_mode='per_direction' needs the positive in every direction's softmax; "
-                "'query_to_query' and 'doc_to_doc' have none, so use partition_mode='joint' with them"
-            )
-        if hardness_mode not in HARDNESS_MODES:
-            raise InputError(f"{name}: hardness_mode must be one of {HARDNESS_MODES}, got {hardness_mode!r}")
-        if hardness_strength < 0:
-            raise InputError(f"{name}: hardness_strength must be >= 0, got {hardness_strength}")
-        if hardness_mode is not None and hardness_strength == 0:
-            logger.warning("%s: hardness_mode=%r has no effect while hardness_strength=0", name, hardness_mode)
-        self.scale = scale
-        self.similarity_fct = similarity_fct
-        self.gather_across_devices = gather_across_devices
-        self.directions = directions
-        self.partition_mode = partition_mode
-        self.hardness_mode = hardness_mode
-        self.hardness_strength = hardness_strength
-
-    def split_columns(self, embeddings: list[Tensor]) -> tuple[Tensor, list[Tensor], int]:
-        """(queries, document columns, offset of this rank's rows), gathered across ranks if asked."""
-        queries, docs = embeddings[0], list(embeddings[1:])
-        offset = 0
-        if self.gather_across_devices and _dist_ready():
-            offset = torch.distributed.get_rank() * queries.size(0)
-            queries = gather_with_grad(queries)
-            docs = [gather_with_grad(doc) for doc in docs]
-        return queries, docs, offset
-
-    def row_losses(self, queries: Tensor, docs: list[Tensor], docs_all: Tensor, rows: Tensor) -> Tensor:
-        """Per-query InfoNCE loss of the queries at global indices ``rows``: shape (len(rows),)."""
-        world = queries.size(0)
-        local = torch.arange(len(rows), device=queries.device)
-        own = torch.zeros(len(rows), world, dtype=torch.bool, device=queries.device)
-        own[local, rows] = True  # each row's own column among the world batch
-        own_docs = own.repeat(1, len(docs))  # its positive and its own hard negatives
-        row_queries = queries[rows]
-        row_positives = docs[0][rows]
-
-        sims = {"query_to_doc": self.similarity_fct(row_queries, docs_all)}
-        if "query_to_query" in self.directions:
-            sims["query_to_query"] = self.similarity_fct(row_queries, queries).masked_fill(own, -torch.inf)
-        if "doc_to_query" in self.directions:
-            sims["doc_to_query"] = self.similarity_fct(queries, row_positives).T
-        if "doc_to_doc" in self.directions:
-            sims["doc_to_doc"] = self.similarity_fct(docs_all, row_positives).T.masked_fill(own_docs, -torch.inf)
-
-        logits = {key: value * self.scale for key, value in sims.items()}
-        if self.hardness_mode is not None and self.hardness_strength > 0:
-            # alpha * stop_grad(cos) added to the chosen negatives' logits (not temperature-scaled)
-            penalty = self.hardness_strength * sims["query_to_doc"].detach()
-            if self.hardness_mode == "hard_negatives":
-                spared = ~own_docs
-                spared[:, :world] = True
-            elif self.hardness_mode == "in_batch_negatives":
-                spared = own_docs
-            else:  # all_negatives: only the positive is spared
-                spared = own_docs.clone()
-                spared[:, world:] = False
-            logits["query_to_doc"] = logits["query_to_doc"] + penalty.masked_fill(spared, 0.0)
-
-        positives = logits["query_to_doc"][local, rows]
-        if self.partition_mode == "joint":
-            log_z = torch.logsumexp(torch.cat(list(logits.values()), dim=1), dim=1)
-        else:
-            log_z = sum(torch.logsumexp(value, dim=1) for value in logits.values()) / len(logits)
-        return log_z - positives
-
-    def infonce_config(self) -> dict[str, Any]:
-        return {
-            "scale": self.scale,
-            "similarity_fct": function_name(self.similarity_fct),
-            "gather_across_devices": self.gather_across_devices,
-            "directions": self.directions,
-            "partition_mode": self.partition_mode,
-            "hardness_mode": self.hardness_mode,
-            "hardness_strength": self.hardness_strength,
-        }
-
-    @property
-    def temperature(self) -> float:
-        return 1.0 / self.scale
 
 
 # -- GradCache ---------------------------------------------------------------------------------

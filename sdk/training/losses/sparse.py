@@ -7,15 +7,14 @@ vectors towards sparsity. Without them the vectors fill up and lose their point,
 sentence-transformers refuses the main losses alone; here they also run alone (``forward``),
 with a warning, so they can be checked or combined by hand.
 
-The maths is kept in plain functions (``flops``, ``in_batch_ranking_loss``, ``margin_mse``, ...)
-that take embeddings and return a scalar, so dense losses can share them.
+The maths is kept in plain functions that take embeddings and return a scalar: ``flops`` here,
+the objectives shared with the dense losses (``in_batch_ranking_loss``, ``margin_mse``, ``cosent``,
+...) in ``functional``, re-exported from this module.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +25,23 @@ from torch import Tensor, nn
 from sdk import util
 from sdk.core.errors import InputError
 from sdk.training.losses.base import EncoderLoss, check_columns
+from sdk.training.losses.dense import MultipleNegativesRankingLoss
+from sdk.training.losses.functional import (
+    Similarity,
+    TripletDistanceMetric,
+    check_label_count,
+    cosent,
+    distill_kl_div,
+    function_name,
+    gather_with_grad,
+    in_batch_ranking_loss,
+    margin_mse,
+    positive_number,
+    resolve_similarity,
+    teacher_mse,
+    triplet,
+    triplet_metric_name,
+)
 
 __all__ = [
     "FlopsLoss",
@@ -41,6 +57,7 @@ __all__ = [
     "distill_kl_div",
     "embed_columns",
     "flops",
+    "gather_with_grad",
     "in_batch_ranking_loss",
     "margin_mse",
     "triplet",
@@ -48,9 +65,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Similarity = Callable[[Tensor, Tensor], Tensor]
-_DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
-_HARDNESS_MODES = (None, "in_batch_negatives", "hard_negatives", "all_negatives")
 
 
 # -- embedding the columns -------------------------------------------------------------------
@@ -120,179 +134,7 @@ def flops(embeddings: Tensor, threshold: float | None = None) -> Tensor:
     return embeddings.mean(dim=0).pow(2).sum()
 
 
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def gather_with_grad(tensor: Tensor) -> Tensor:
-    """All ranks' rows, concatenated, with gradients flowing back to each rank (identity when not distributed)."""
-    if not _distributed():
-        return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor), dim=0)
-
-
-def in_batch_ranking_loss(
-    queries: Tensor,
-    documents: Sequence[Tensor],
-    similarity_fct: Similarity,
-    scale: float,
-    directions: Sequence[str] = ("query_to_doc",),
-    partition_mode: str = "joint",
-    hardness_mode: str | None = None,
-    hardness_strength: float = 0.0,
-    gather_across_devices: bool = False,
-) -> Tensor:
-    """InfoNCE with in-batch negatives: each query's positive (``documents[0][i]``) against all candidates.
-
-    ``documents[1:]`` are hard negatives. Extra ``directions`` add query-query, document-query and
-    document-document logits to the softmax denominator; ``partition_mode="per_direction"`` uses
-    one softmax per direction and averages the log-partitions. Hardness weighting adds
-    ``hardness_strength * sim`` (no gradient, unscaled) to the chosen negatives' logits.
-    """
-    batch = queries.shape[0]
-    offset = 0
-    if gather_across_devices and _distributed():
-        queries = gather_with_grad(queries)
-        documents = [gather_with_grad(d) for d in documents]
-        offset = torch.distributed.get_rank() * batch
-    total = queries.shape[0]
-    candidates = torch.cat(list(documents), dim=0)
-    rows = torch.arange(batch, device=queries.device)
-    mine = rows + offset  # this rank's rows within the gathered batch
-    my_queries, my_positives = queries[mine], documents[0][mine]
-    # a (batch, total * columns) mask of each query's own documents: its positive and hard negatives
-    own = torch.eye(total, dtype=torch.bool, device=queries.device)[mine].repeat(1, len(documents))
-
-    blocks = {"query_to_doc": similarity_fct(my_queries, candidates)}
-    if "query_to_query" in directions:
-        self_pair = torch.zeros(batch, total, dtype=torch.bool, device=queries.device)
-        self_pair[rows, mine] = True
-        blocks["query_to_query"] = similarity_fct(my_queries, queries).masked_fill(self_pair, -math.inf)
-    if "doc_to_query" in directions:
-        blocks["doc_to_query"] = similarity_fct(queries, my_positives).T
-    if "doc_to_doc" in directions:
-        blocks["doc_to_doc"] = similarity_fct(candidates, my_positives).T.masked_fill(own, -math.inf)
-
-    penalty = None
-    if hardness_mode is not None and hardness_strength > 0.0:
-        if hardness_mode == "hard_negatives":  # only this query's own hard negatives
-            skip = ~own
-            skip[:, :total] = True
-        elif hardness_mode == "in_batch_negatives":  # only other queries' documents
-            skip = own
-        else:  # all_negatives: everything but the positive
-            skip = own.clone()
-            skip[:, total:] = False
-        penalty = (hardness_strength * blocks["query_to_doc"].detach()).masked_fill(skip, 0.0)
-
-    logits = {name: block * scale for name, block in blocks.items()}
-    if penalty is not None:
-        logits["query_to_doc"] = logits["query_to_doc"] + penalty
-    positives = logits["query_to_doc"][rows, mine]
-    if partition_mode == "joint":
-        log_partition = torch.logsumexp(torch.cat(list(logits.values()), dim=1), dim=1)
-    else:
-        log_partition = sum(torch.logsumexp(block, dim=1) for block in logits.values()) / len(logits)
-    return (log_partition - positives).mean()
-
-
-def margin_mse(query: Tensor, documents: Sequence[Tensor], labels: Tensor, similarity_fct: Similarity) -> Tensor:
-    """MSE between predicted margins sim(q, pos) - sim(q, neg_i) and the teacher's margins.
-
-    ``labels``: (batch,) or (batch, n_neg) margins, or (batch, 1 + n_neg) raw teacher scores.
-    """
-    negatives = documents[1:]
-    batch = query.shape[0]
-    if labels.shape == (batch, len(negatives) + 1):
-        labels = labels[:, :1] - labels[:, 1:]
-    if labels.shape == (batch,):
-        labels = labels.unsqueeze(1)
-    if labels.shape != (batch, len(negatives)):
-        raise InputError(
-            f"labels have shape {tuple(labels.shape)}, expected ({batch}, {len(negatives)}) teacher margins "
-            f"sim(q, pos) - sim(q, neg_i), or ({batch}, {len(negatives) + 1}) raw teacher scores [pos, neg_1, ...]"
-        )
-    positive = similarity_fct(query, documents[0])
-    margins = torch.stack([positive - similarity_fct(query, neg) for neg in negatives], dim=1)
-    return F.mse_loss(margins, labels.detach().to(margins.dtype))
-
-
-def distill_kl_div(
-    query: Tensor,
-    documents: Sequence[Tensor],
-    labels: Tensor,
-    similarity_fct: Similarity,
-    student_temperature: float,
-    teacher_temperature: float,
-) -> Tensor:
-    """KL(teacher || student) over each query's candidates, scaled by student_temperature**2."""
-    student = torch.stack([similarity_fct(query, doc) for doc in documents], dim=1) / student_temperature
-    teacher = torch.softmax(labels.detach().to(student.dtype) / teacher_temperature, dim=1)
-    loss = F.kl_div(torch.log_softmax(student, dim=1), teacher, reduction="batchmean")
-    return loss * student_temperature**2
-
-
-def cosent(scores: Tensor, labels: Tensor, scale: float) -> Tensor:
-    """CoSENT: log(1 + sum over pairs with label_i < label_j of exp(scale * (s_i - s_j))).
-
-    Computed in O(n log n): after sorting by label, each score meets the log-sum of the negated
-    scores of every strictly higher label through a reversed cumulative logsumexp.
-    """
-    if scores.dtype in (torch.float16, torch.bfloat16):
-        scores = scores.float()
-    scores = scores * scale
-    if labels.dtype == torch.bool:
-        labels = labels.int()
-    labels, order = labels.sort()
-    scores = scores[order]
-    first_higher = torch.searchsorted(labels, labels, right=True)
-    tail = torch.logcumsumexp(-scores.flip(0), dim=0).flip(0)
-    tail = torch.cat((tail, scores.new_full((1,), -math.inf)))
-    terms = scores + tail[first_higher]
-    return torch.logsumexp(torch.cat((scores.new_zeros(1), terms)), dim=0)
-
-
-def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, distance: Similarity, margin: float) -> Tensor:
-    """mean(relu(d(a, p) - d(a, n) + margin))."""
-    return F.relu(distance(anchor, positive) - distance(anchor, negative) + margin).mean()
-
-
-class TripletDistanceMetric:
-    """Distances for the triplet loss (the same names as sentence-transformers' enum)."""
-
-    @staticmethod
-    def COSINE(a: Tensor, b: Tensor) -> Tensor:  # noqa: N802 - sentence-transformers' names
-        return 1 - util.pairwise_cos_sim(a, b)
-
-    @staticmethod
-    def EUCLIDEAN(a: Tensor, b: Tensor) -> Tensor:  # noqa: N802
-        return -util.pairwise_euclidean_sim(a, b)
-
-    @staticmethod
-    def MANHATTAN(a: Tensor, b: Tensor) -> Tensor:  # noqa: N802
-        return -util.pairwise_manhattan_sim(a, b)
-
-
 # -- helpers shared by the loss classes -------------------------------------------------------
-
-
-def _similarity(value: Any, pairwise: bool, what: str = "similarity_fct") -> Similarity:
-    """A similarity callable, from a callable or a name ("cosine", "dot", ...)."""
-    if isinstance(value, str):
-        return util.similarity_function(value, pairwise=pairwise)
-    if not callable(value):
-        raise InputError(f"{what} must be a function of two tensors or a similarity name, got {value!r}")
-    return value
-
-
-def _function_name(fn: Any) -> str:
-    if isinstance(fn, functools.partial):
-        args = ", ".join(f"{k}={v!r}" for k, v in fn.keywords.items())
-        name = getattr(fn.func, "__name__", type(fn.func).__name__)
-        return f"{name}({args})" if args else name
-    return getattr(fn, "__name__", type(fn).__name__)
 
 
 def _label_tensor(labels: Any, loss: nn.Module, device: torch.device) -> Tensor:
@@ -303,14 +145,6 @@ def _label_tensor(labels: Any, loss: nn.Module, device: torch.device) -> Tensor:
             f"{type(loss).__name__} needs labels as one tensor (rows of equal length), got {type(labels).__name__}"
         )
     return labels.to(device)
-
-
-def _positive_number(value: Any, name: str, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        kind = "a non-negative" if allow_zero else "a positive"
-        raise InputError(f"{name} must be {kind} finite number, got {value!r}")
-    return value
 
 
 class _SparseLoss(EncoderLoss):
@@ -346,7 +180,7 @@ class FlopsLoss(EncoderLoss):
     def __init__(self, model: nn.Module, threshold: float | None = None) -> None:
         super().__init__(model)
         if threshold is not None:
-            _positive_number(threshold, "threshold", allow_zero=True)
+            positive_number(threshold, "threshold", allow_zero=True)
         self.threshold = threshold
 
     def forward(self, features: list[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
@@ -393,11 +227,11 @@ class SpladeLoss(EncoderLoss):
                 f"{type(loss).__name__}; pass e.g. SparseMultipleNegativesRankingLoss(model)"
             )
         self.loss = loss
-        self.document_regularizer_weight = _positive_number(
+        self.document_regularizer_weight = positive_number(
             document_regularizer_weight, "document_regularizer_weight", allow_zero=True)
         self.use_document_regularizer_only = bool(use_document_regularizer_only)
         if query_regularizer_weight is not None:
-            _positive_number(query_regularizer_weight, "query_regularizer_weight", allow_zero=True)
+            positive_number(query_regularizer_weight, "query_regularizer_weight", allow_zero=True)
         if document_regularizer is None:
             document_regularizer = FlopsLoss(model, threshold=document_regularizer_threshold)
         self.document_regularizer = document_regularizer
@@ -457,62 +291,19 @@ class SpladeLoss(EncoderLoss):
                 "More Effective, arXiv:2205.04733 (2022)")
 
 
-class SparseMultipleNegativesRankingLoss(_SparseLoss):
-    """In-batch negatives ranking (InfoNCE) over (anchor, positive[, negatives...]) columns; no labels."""
+class SparseMultipleNegativesRankingLoss(_SparseLoss, MultipleNegativesRankingLoss):
+    """In-batch negatives ranking (InfoNCE) over (anchor, positive[, negatives...]) columns; no labels.
 
-    def __init__(
-        self,
-        model: nn.Module,
-        scale: float = 1.0,
-        similarity_fct: Similarity | str = util.dot_score,
-        gather_across_devices: bool = False,
-        directions: tuple[str, ...] = ("query_to_doc",),
-        partition_mode: str = "joint",
-        hardness_mode: str | None = None,
-        hardness_strength: float = 0.0,
-    ) -> None:
-        super().__init__(model)
-        self.scale = _positive_number(scale, "scale")
-        self.similarity_fct = _similarity(similarity_fct, pairwise=False)
-        self.gather_across_devices = bool(gather_across_devices)
-        directions = tuple(directions)
-        unknown = [d for d in directions if d not in _DIRECTIONS]
-        if not directions or unknown or "query_to_doc" not in directions:
-            raise InputError(f"directions must include 'query_to_doc' and only use {_DIRECTIONS}, got {directions}")
-        if partition_mode not in ("joint", "per_direction"):
-            raise InputError(f"partition_mode must be 'joint' or 'per_direction', got {partition_mode!r}")
-        if partition_mode == "per_direction" and {"query_to_query", "doc_to_doc"} & set(directions):
-            raise InputError("partition_mode='per_direction' needs every direction to contain the positive pair; "
-                             "use partition_mode='joint' with 'query_to_query' or 'doc_to_doc'")
-        if hardness_mode not in _HARDNESS_MODES:
-            raise InputError(f"hardness_mode must be one of {_HARDNESS_MODES}, got {hardness_mode!r}")
-        self.directions, self.partition_mode, self.hardness_mode = directions, partition_mode, hardness_mode
-        self.hardness_strength = _positive_number(hardness_strength, "hardness_strength", allow_zero=True)
-        if hardness_mode is not None and hardness_strength == 0.0:
-            logger.warning("hardness_mode=%r has no effect with hardness_strength=0.0", hardness_mode)
+    The dense loss on SPLADE vectors, with sparse defaults (dot product, scale 1); the other
+    options (``gather_across_devices``, ``directions``, ``partition_mode``, ``hardness_mode``,
+    ``hardness_strength``, in that order) are the dense loss's.
+    """
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
-        check_columns(self, len(embeddings), "2 or more (anchor, positive, negatives...)", len(embeddings) >= 2)
-        return in_batch_ranking_loss(
-            embeddings[0], embeddings[1:], self.similarity_fct, self.scale, self.directions, self.partition_mode,
-            self.hardness_mode, self.hardness_strength, self.gather_across_devices,
-        )
+    compute_loss_from_embeddings = MultipleNegativesRankingLoss.compute_loss_from_embeddings
 
-    @property
-    def temperature(self) -> float:
-        return 1.0 / self.scale
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {
-            "scale": self.scale, "similarity_fct": _function_name(self.similarity_fct),
-            "gather_across_devices": self.gather_across_devices, "directions": self.directions,
-            "partition_mode": self.partition_mode, "hardness_mode": self.hardness_mode,
-            "hardness_strength": self.hardness_strength,
-        }
-
-    @property
-    def citation(self) -> str:
-        return "van den Oord et al., Representation Learning with Contrastive Predictive Coding, arXiv:1807.03748"
+    def __init__(self, model: nn.Module, scale: float = 1.0, similarity_fct: Similarity | str = util.dot_score,
+                 *args: Any, **kwargs: Any) -> None:
+        super().__init__(model, scale, similarity_fct, *args, **kwargs)
 
 
 class SparseMarginMSELoss(_SparseLoss):
@@ -520,15 +311,15 @@ class SparseMarginMSELoss(_SparseLoss):
 
     def __init__(self, model: nn.Module, similarity_fct: Similarity | str = util.pairwise_dot_score) -> None:
         super().__init__(model)
-        self.similarity_fct = _similarity(similarity_fct, pairwise=True)
+        self.similarity_fct = resolve_similarity(similarity_fct, pairwise=True)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         check_columns(self, len(embeddings), "3 or more (query, positive, negatives...)", len(embeddings) >= 3)
         labels = _label_tensor(labels, self, embeddings[0].device)
-        return margin_mse(embeddings[0], embeddings[1:], labels, self.similarity_fct)
+        return margin_mse(embeddings[0], embeddings[1:], labels, self.similarity_fct, type(self).__name__)
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"similarity_fct": _function_name(self.similarity_fct)}
+        return {"similarity_fct": function_name(self.similarity_fct)}
 
     @property
     def citation(self) -> str:
@@ -548,11 +339,11 @@ class SparseDistillKLDivLoss(_SparseLoss):
         teacher_temperature: float | None = None,
     ) -> None:
         super().__init__(model)
-        self.similarity_fct = _similarity(similarity_fct, pairwise=True)
-        self.temperature = _positive_number(temperature, "temperature")
-        self.student_temperature = _positive_number(
+        self.similarity_fct = resolve_similarity(similarity_fct, pairwise=True)
+        self.temperature = positive_number(temperature, "temperature")
+        self.student_temperature = positive_number(
             temperature if student_temperature is None else student_temperature, "student_temperature")
-        self.teacher_temperature = _positive_number(
+        self.teacher_temperature = positive_number(
             temperature if teacher_temperature is None else teacher_temperature, "teacher_temperature")
         self._teacher_checked = False
 
@@ -584,7 +375,7 @@ class SparseDistillKLDivLoss(_SparseLoss):
                               self.student_temperature, self.teacher_temperature)
 
     def get_config_dict(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"similarity_fct": _function_name(self.similarity_fct), "temperature": self.temperature}
+        config: dict[str, Any] = {"similarity_fct": function_name(self.similarity_fct), "temperature": self.temperature}
         if self.student_temperature != self.temperature:
             config["student_temperature"] = self.student_temperature
         if self.teacher_temperature != self.temperature:
@@ -605,19 +396,16 @@ class SparseCoSENTLoss(_SparseLoss):
         super().__init__(model)
         if hasattr(model, "similarity_fn_name"):
             model.similarity_fn_name = "cosine"  # the model is trained for cosine: save it that way
-        self.scale = _positive_number(scale, "scale")
-        self.similarity_fct = _similarity(similarity_fct, pairwise=True)
+        self.scale = positive_number(scale, "scale")
+        self.similarity_fct = resolve_similarity(similarity_fct, pairwise=True)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         check_columns(self, len(embeddings), "2 (text1, text2)", len(embeddings) == 2)
-        labels = _label_tensor(labels, self, embeddings[0].device)
-        batch = embeddings[0].shape[0]
-        if labels.numel() != batch:
-            raise InputError(f"{type(self).__name__} needs one label per pair ({batch}), got shape {tuple(labels.shape)}")
-        return cosent(self.similarity_fct(embeddings[0], embeddings[1]), labels.view(-1), self.scale)
+        labels = check_label_count(self, _label_tensor(labels, self, embeddings[0].device), embeddings[0].shape[0])
+        return cosent(self.similarity_fct(embeddings[0], embeddings[1]), labels, self.scale)
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale, "similarity_fct": _function_name(self.similarity_fct)}
+        return {"scale": self.scale, "similarity_fct": function_name(self.similarity_fct)}
 
     @property
     def citation(self) -> str:
@@ -635,19 +423,15 @@ class SparseTripletLoss(_SparseLoss):
             if named is None:
                 raise InputError(f"distance_metric must be 'cosine', 'euclidean' or 'manhattan', got {distance_metric!r}")
             distance_metric = named
-        self.distance_metric = _similarity(distance_metric, pairwise=True, what="distance_metric")
-        self.triplet_margin = _positive_number(triplet_margin, "triplet_margin", allow_zero=True)
+        self.distance_metric = resolve_similarity(distance_metric, pairwise=True, what="distance_metric")
+        self.triplet_margin = positive_number(triplet_margin, "triplet_margin", allow_zero=True)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         check_columns(self, len(embeddings), "3 (anchor, positive, negative)", len(embeddings) == 3)
         return triplet(*embeddings, distance=self.distance_metric, margin=self.triplet_margin)
 
     def get_config_dict(self) -> dict[str, Any]:
-        name = _function_name(self.distance_metric)
-        for metric in ("COSINE", "EUCLIDEAN", "MANHATTAN"):
-            if self.distance_metric is getattr(TripletDistanceMetric, metric):
-                name = f"TripletDistanceMetric.{metric}"
-        return {"distance_metric": name, "triplet_margin": self.triplet_margin}
+        return {"distance_metric": triplet_metric_name(self.distance_metric), "triplet_margin": self.triplet_margin}
 
     @property
     def citation(self) -> str:
@@ -680,14 +464,7 @@ class SparseMSELoss(_SparseLoss):
                     f"{len(embeddings)}, dim) as labels, got {tuple(labels.shape)}")
         if len(targets) != len(embeddings):
             raise InputError(f"{type(self).__name__} got {len(targets)} teacher tensors for {len(embeddings)} columns")
-        losses = []
-        for student, teacher in zip(embeddings, targets, strict=True):
-            teacher = teacher.detach().to(device=student.device, dtype=student.dtype)
-            if teacher.shape != student.shape:
-                raise InputError(f"teacher embeddings have shape {tuple(teacher.shape)}, the student's "
-                                 f"{tuple(student.shape)}; use a teacher with the same vocabulary")
-            losses.append(F.mse_loss(student, teacher))
-        return torch.stack(losses).mean()
+        return teacher_mse(embeddings, targets, hint="; use a teacher with the same vocabulary")
 
     @property
     def citation(self) -> str:
