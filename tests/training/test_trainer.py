@@ -339,3 +339,58 @@ def test_sdk_train_rejects_bad_options(tmp_path, capsys):
     assert main(["train", "dense", "--dataset", str(tmp_path), "--base", "x", "--output", str(tmp_path / "o"),
                  "--matryoshka-dims", "a,b"]) == 1
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_inference_free_splade_trains_its_query_route_with_its_own_learning_rate(tmp_path):
+    """A Router model: column 0 goes down the "query" route (static weights), the rest "document"."""
+    from sentence_transformers import SparseEncoder as STSparseEncoder
+
+    from sdk.encoders.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
+    from sdk.encoders.sparse import SparseEncoder
+    from sdk.training import SparseEncoderTrainer, SparseEncoderTrainingArguments
+    from sdk.training.losses import SparseMultipleNegativesRankingLoss, SpladeLoss
+
+    mlm = MLMTransformer.load(build_tiny_mlm(tmp_path / "mlm"))
+    static = SparseStaticEmbedding(mlm.tokenizer, torch.rand(len(mlm.tokenizer.get_vocab())) + 0.5)
+    model = SparseEncoder(modules=[Router.for_query_document([static], [mlm, SpladePooling("max")])], device="cpu")
+    before = static.weight.detach().clone()
+    data = datasets.Dataset.from_dict({"question": _texts(32, 1), "answer": _texts(32, 2)})
+    args = SparseEncoderTrainingArguments(
+        output_dir=str(tmp_path / "o"), max_steps=4, per_device_train_batch_size=8, learning_rate=1e-4,
+        report_to=[], disable_tqdm=True, save_strategy="no",
+        router_mapping={"question": "query", "answer": "document"},
+        learning_rate_mapping={r"SparseStaticEmbedding\.weight|weight$": 1e-2})
+    loss = SpladeLoss(model, SparseMultipleNegativesRankingLoss(model), query_regularizer_weight=0,
+                      document_regularizer_weight=3e-4)
+    trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert [f["task"] for f in batch["features"]] == ["query", "document"]
+    trainer.train()
+    assert not torch.equal(before, static.weight.detach())  # the query route learned
+    out = tmp_path / "ifs"
+    trainer.save_model(str(out))
+    queries = _texts(3, 4)
+    ours = model.encode_query(queries, convert_to_tensor=True).to_dense()
+    theirs = STSparseEncoder(str(out), device="cpu").encode_query(queries, convert_to_tensor=True).to_dense()
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
+
+
+def test_listwise_cross_encoder_training_with_lambda_loss(tmp_path):
+    from sdk.encoders.cross_encoder import CrossEncoder
+    from sdk.training import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sdk.training.losses.cross import ListNetLoss  # noqa: F401 - both list-wise losses import
+    from sdk.training.losses.cross_listwise import LambdaLoss, NDCGLoss2PPScheme
+
+    model = CrossEncoder(build_tiny_cross_encoder(tmp_path / "ce", num_labels=1), device="cpu")
+    queries = _texts(16, 3)
+    rng = random.Random(0)
+    docs = [[q + " data"] + _texts(rng.randint(2, 4), i) for i, q in enumerate(queries)]  # ragged lists
+    labels = [[1.0] + [0.0] * (len(d) - 1) for d in docs]
+    data = datasets.Dataset.from_dict({"query": queries, "docs": docs, "labels": labels})
+    args = CrossEncoderTrainingArguments(output_dir=str(tmp_path / "o"), max_steps=6, per_device_train_batch_size=4,
+                                         learning_rate=5e-4, report_to=[], disable_tqdm=True, save_strategy="no")
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, eval_dataset=data,
+                                  loss=LambdaLoss(model, weighting_scheme=NDCGLoss2PPScheme()))
+    before = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    assert trainer.evaluate()["eval_loss"] < before

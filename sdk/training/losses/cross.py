@@ -295,3 +295,17 @@ class MarginMSELoss(EncoderLoss):
     primaryClass={cs.IR}
 }
 """
+
+
+_LISTWISE = ("LambdaLoss", "ListNetLoss", "BaseWeightingScheme", "NoWeightingScheme", "NDCGLoss1Scheme",
+             "NDCGLoss2Scheme", "LambdaRankScheme", "NDCGLoss2PPScheme")
+
+
+def __getattr__(name: str) -> Any:
+    """Every cross-encoder loss from one namespace: the list-wise ones live in ``cross_listwise``
+    (which imports this module's helpers, so they are looked up lazily)."""
+    if name in _LISTWISE:
+        from sdk.training.losses import cross_listwise
+
+        return getattr(cross_listwise, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
