@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -336,9 +337,8 @@ def _prompt_kwargs(prompt_name: str | None, prompt: str | None) -> dict[str, Any
 
 
 def _space_for(model: Any) -> _DenseSpace:
-    from sdk.encoders.sparse import SparseEncoder
-
-    if isinstance(model, SparseEncoder):
+    sparse = sys.modules.get("sdk.encoders.sparse")  # not loaded: the model cannot be one (and no import cost)
+    if sparse is not None and isinstance(model, sparse.SparseEncoder):
         return _SparseSpace(model)
     for attr in ("encode_query", "encode_document", "similarity", "similarity_pairwise"):
         if not callable(getattr(model, attr, None)):
