@@ -172,8 +172,9 @@ def stage_dense(args: argparse.Namespace) -> dict[str, Any]:
     output = trainer.train()
     trainer.save_model(str(WORK / "dense_model"))
     log("dense: trained evaluation")
-    after = dense_run(model, test.queries, test.corpus, dims=dims)
-    after_dev = dense_run(model, dev.queries, dev.corpus)[None]
+    run_id = f"trained_{os.getpid()}"  # one corpus encoding for test and dev
+    after = dense_run(model, test.queries, test.corpus, dims=dims, cache=f"{run_id}_debpkg")
+    after_dev = dense_run(model, dev.queries, dev.corpus, cache=f"{run_id}_debpkg")[None]
     after_faq = dense_run(model, pyfaq.queries, pyfaq.corpus)[None]
     return {
         "stage": "dense", "train_rows": len(data), "steps": output.global_step,

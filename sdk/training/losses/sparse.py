@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdk import util
+import sdk.util as util
 from sdk.core.errors import InputError
 from sdk.training.losses.base import EncoderLoss, check_columns
 from sdk.training.losses.dense import MultipleNegativesRankingLoss
