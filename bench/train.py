@@ -78,11 +78,11 @@ def sparse_run(model: Any, queries: dict[str, str], corpus: dict[str, str], k: i
             torch.save(docs, path)
     qids = list(queries)
     qs = model.encode_query([queries[q] for q in qids], batch_size=64, convert_to_tensor=True).coalesce()
-    docs_t = docs.t().coalesce().to_sparse_csr() if hasattr(docs, "to_sparse_csr") else docs.t()
+    docs_csr = docs.to_sparse_csr()
     run: dict[str, list[str]] = {}
     for start in range(0, len(qids), 256):
         block = qs.index_select(0, torch.arange(start, min(start + 256, len(qids)))).to_dense()
-        scores = (docs_t @ block.T).T if docs_t.layout != torch.strided else block @ docs_t
+        scores = (docs_csr @ block.T).T  # (queries, documents) dot products
         top = scores.topk(k, dim=1).indices.tolist()
         run.update({qids[start + i]: [ids[j] for j in row] for i, row in enumerate(top)})
     vocab = docs.shape[1]
@@ -138,11 +138,9 @@ def mined_triplets(args: argparse.Namespace) -> Any:
 
 
 def trainer_args(cls: Any, out: str, args: argparse.Namespace, **extra: Any) -> Any:
-    from sdk.training import BatchSamplers
-
     base = dict(output_dir=out, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
                 learning_rate=2e-5, warmup_steps=0.1, seed=12, save_strategy="no", eval_strategy="no",
-                logging_steps=100, report_to=[], disable_tqdm=True, batch_sampler=BatchSamplers.NO_DUPLICATES,
+                logging_steps=100, report_to=[], disable_tqdm=True, batch_sampler="no_duplicates",
                 max_steps=args.max_steps)
     base.update(extra)
     return cls(**base)
@@ -229,13 +227,13 @@ def stage_cross(args: argparse.Namespace) -> dict[str, Any]:
     trainer.save_model(str(WORK / "cross_model"))
     log("cross: reranking")
     reranked = rerank(model, test, candidates)
-    faq_candidates = dense_run(_dense(), pyfaq.queries, pyfaq.corpus, k=50, cache="minilm_pyfaq")[None]
+    faq_candidates = dense_run(_dense(), pyfaq.queries, pyfaq.corpus, k=20, cache="minilm_pyfaq")[None]
     return {
         "stage": "cross", "train_rows": len(data), "steps": output.global_step,
         "train_minutes": round(output.metrics["train_runtime"] / 60, 2),
         "samples_per_s": output.metrics["train_samples_per_second"],
         "test_ndcg@10": {"hybrid": base_ndcg, "reranked": ndcg(reranked, test.qrels)},
-        "pyfaq_ndcg@10": {"dense": ndcg(faq_candidates, pyfaq.qrels),
+        "pyfaq_ndcg@10_top20": {"dense": ndcg(faq_candidates, pyfaq.qrels),
                           "reranked": ndcg(rerank(model, pyfaq, faq_candidates), pyfaq.qrels)},
         "test_queries": len(test.queries),
     }
