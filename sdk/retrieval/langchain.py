@@ -19,13 +19,14 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError(exc.name or "langchain-core", "langchain") from exc
 
-from sdk.retrieval.retriever import Retriever, hit_metadata
+from sdk.retrieval.retriever import Retriever, documents_of
 
 __all__ = ["LangChainRetriever"]
 
 
 class LangChainRetriever(BaseRetriever):
-    """LangChain retriever backed by an ``sdk.Retriever``; documents carry id, score and stage scores."""
+    """LangChain retriever backed by an ``sdk.Retriever``; documents carry id, score, stage scores and
+    the ``search_id`` to give back with ``retriever.feedback(search_id, doc_id, signal)``."""
 
     retriever: Any
 
@@ -35,7 +36,11 @@ class LangChainRetriever(BaseRetriever):
 
     @staticmethod
     def _convert(hits: Any) -> list[LCDocument]:
-        return [LCDocument(page_content=h.text or "", metadata=hit_metadata(h), id=h.id) for h in hits]
+        return [LCDocument(page_content=text, metadata=meta, id=doc_id) for text, meta, doc_id in documents_of(hits)]
+
+    def feedback(self, search_id: str, doc_id: str, signal: str | float, value: float | None = None) -> Any:
+        """Record a user signal on a returned document (``RetrievalPipeline.feedback``)."""
+        return self.retriever.feedback(search_id, doc_id, signal, value)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[LCDocument]:
         return self._convert(self.retriever.hits(query))

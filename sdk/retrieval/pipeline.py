@@ -14,6 +14,12 @@ database's own fusion.
 Fused scores (RRF above all) are ranks in disguise: compare them within one result list, never
 against a threshold. Reranker scores are the cross-encoder's own scale.
 
+Feedback (``feedback=`` a ``FeedbackStore``, a SQLite path or a ``sqlite://`` / ``postgresql://``
+URL): every search is recorded as an impression on a background thread, and
+``pipeline.feedback(result.search_id, doc_id, "click")`` records what the user did. Every result
+carries a ``search_id`` with or without it. A slow or failing feedback store never slows or breaks
+a search (records are dropped and logged instead; ``sdk.feedback``).
+
 Equal-weight RRF helps when the legs are of comparable quality and fail on different queries; with
 one much weaker leg it drags the stronger one down (bench/eval_table.py: pyfaq, SPLADE-tiny vs
 MiniLM). Weight the stronger leg (``Fusion(weights={"dense": 2.0})``) or lower k in that case.
@@ -40,6 +46,14 @@ from sdk.core.registry import connect
 from sdk.core.spec import CollectionSpec, DenseField, SparseField
 from sdk.core.store import VectorStore
 from sdk.core.types import Document, EncodedBatch, Filter, Fusion, Hit, HybridQuery, SparseVector
+from sdk.feedback import (
+    Capture,
+    FeedbackEvent,
+    FeedbackStore,
+    check_signal,
+    new_search_id,
+    open_feedback_store,
+)
 from sdk.retrieval.fusion import client_fuse, native_fusion_gap, with_client_fusion
 
 __all__ = ["RetrievalPipeline", "SearchResult", "resolve_store"]
@@ -50,14 +64,16 @@ class SearchResult(list[Hit]):
 
     A list subclass so that code written for ``list[Hit]`` keeps working. ``timings`` keys:
     ``encode_dense``, ``encode_sparse`` (amortised per query in a batch), ``query``, ``rerank``,
-    ``total``; ``fusion`` is ``"native"``, ``"client"`` or ``"none"`` (single leg).
+    ``total``; ``fusion`` is ``"native"``, ``"client"`` or ``"none"`` (single leg). ``search_id``
+    (32 hex characters, unique per search) is what ``RetrievalPipeline.feedback`` takes back.
     """
 
     def __init__(self, hits: Iterable[Hit] = (), timings: Mapping[str, float] | None = None,
-                 fusion: str = "none") -> None:
+                 fusion: str = "none", search_id: str | None = None) -> None:
         super().__init__(hits)
         self.timings: dict[str, float] = dict(timings or {})
         self.fusion = fusion
+        self.search_id = search_id or new_search_id()
 
 
 def resolve_store(store: VectorStore | str) -> tuple[VectorStore, bool]:
@@ -109,6 +125,8 @@ class RetrievalPipeline:
     ``CrossEncoder``) is given; ``limit`` hits are returned. An existing collection whose fields
     or encoder fingerprint do not fit the encoders is refused at construction unless
     ``check_collection=False`` (``sdk sync`` re-indexes such a collection into a new version).
+    ``feedback`` turns on impression and feedback capture (see the module docstring); a URL or
+    path opens a store the pipeline owns and ``close()`` closes, a given store is only flushed.
     """
 
     def __init__(
@@ -131,15 +149,21 @@ class RetrievalPipeline:
         sparse_field: str = "sparse",
         batch_size: int = 32,
         check_collection: bool = True,
+        feedback: FeedbackStore | str | None = None,
     ) -> None:
         if dense_encoder is None and sparse_encoder is None and not text_leg:
             raise ConfigError("RetrievalPipeline needs a dense_encoder, a sparse_encoder or text_leg=True")
         for name, value in (("limit", limit), ("rerank_top", rerank_top), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self.feedback_store: FeedbackStore | None = None
+        self._owns_feedback = False
+        self._capture: Capture | None = None
         self.adapter, self._owns_store = resolve_store(store)
         try:
             self._configure(dense_encoder, sparse_encoder, collection, reranker, text_leg, fusion, client_fusion)
+            if feedback is not None:
+                self._open_feedback(feedback)
         except BaseException:
             self.close()
             raise
@@ -182,6 +206,13 @@ class RetrievalPipeline:
                                   "client-side (each leg queried natively, fused in this process)")
         self.fusion_mode = "none" if len(self.legs) < 2 else ("client" if gap else "native")
         self.capabilities = with_client_fusion(caps, self.fusion.method) if gap else caps
+
+    def _open_feedback(self, feedback: FeedbackStore | str) -> None:
+        store = open_feedback_store(feedback)
+        self.feedback_store, self._owns_feedback = store, store is not feedback
+        adapter, collection = self.adapter, self.collection
+        self._capture = Capture(store, collection=collection, store_name=self.adapter.capabilities.name,
+                                fingerprint=encoder_id, resolve_physical=lambda: adapter.describe(collection).name)
 
     def _check_existing(self) -> None:
         """Refuse an existing collection whose fields do not fit the encoders, before any query."""
@@ -306,7 +337,16 @@ class RetrievalPipeline:
             hits = self._rerank(text, hits)
             t["rerank"] = time.perf_counter() - t0
         t["total"] = sum(v for k, v in t.items() if k != "total")
-        return SearchResult(hits[: limit or self.limit], t, self.fusion_mode)
+        result = SearchResult(hits[: limit or self.limit], t, self.fusion_mode, new_search_id())
+        if self._capture is not None:
+            self._capture.record(result.search_id, text, result, timings=t, encoders={
+                "dense": self.dense_encoder, "sparse": self.sparse_encoder, "reranker": self.reranker,
+            }, config={
+                "legs": list(self.legs), "fusion": self.fusion_mode, "fusion_method": self.fusion.method.value,
+                "fusion_k": self.fusion.k, "fusion_weights": dict(self.fusion.weights),
+                "limit": limit or self.limit, "fetched": query.limit, "filter": query.filter,
+            })
+        return result
 
     def _rerank(self, text: str, hits: list[Hit]) -> list[Hit]:
         """Cross-encoder scores for the first ``rerank_top`` hits; they are re-sorted, the rest keep
@@ -351,9 +391,34 @@ class RetrievalPipeline:
         """``search_batch`` in a worker thread."""
         return await asyncio.to_thread(self.search_batch, queries, limit=limit, filter=filter)
 
+    # ---- feedback ---------------------------------------------------------------------------
+    def feedback(self, search_id: str, doc_id: str, signal: str | float, value: float | None = None) -> FeedbackEvent:
+        """Record what the user did with a result: ``click``, ``used`` (a RAG answer cited it),
+        ``thumbs_up``, ``thumbs_down``, or a rating (``"rating", 4`` or just ``4``; 0 to 5).
+
+        ``search_id`` is ``SearchResult.search_id`` (LangChain documents carry it in their metadata).
+        Bad input raises ``InputError`` here; the write itself happens on the store's writer thread
+        and never raises. A ``search_id`` the store has no impression of is not refused (its
+        impression may still be queued, or come from another process): the event is stored with
+        ``known_search=False`` so that turning feedback into labels can leave it out.
+        """
+        event = check_signal(search_id, doc_id, signal, value)
+        if self.feedback_store is None:
+            raise ConfigError("this pipeline records no feedback; build it with feedback='sqlite:///feedback.db' "
+                              "(or a FeedbackStore / postgresql:// URL)")
+        self.feedback_store.submit(event)
+        return event
+
     # ---- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the store connection when the pipeline opened it from a URL."""
+        """Write queued feedback (closing a feedback store the pipeline opened) and release the
+        store connection when the pipeline opened it from a URL."""
+        store, self.feedback_store, self._capture = getattr(self, "feedback_store", None), None, None
+        if store is not None:
+            if self._owns_feedback:
+                store.close()
+            else:
+                store.flush(timeout=30.0)
         if getattr(self, "_owns_store", False):
             self._owns_store = False
             self.adapter.close()

@@ -1,7 +1,8 @@
 """``Retriever``: the LangChain retriever surface (``invoke`` / ``ainvoke`` / ``batch``) without LangChain.
 
 A RAG backend that does not use LangChain gets the same calls and the same document shape
-(``page_content`` + ``metadata``, with the hit's id, score and per-stage scores in the metadata).
+(``page_content`` + ``metadata``, with the hit's id, score, per-stage scores and the search's
+``search_id`` in the metadata: hand it back to ``Retriever.feedback`` / ``RetrievalPipeline.feedback``).
 ``as_langchain()`` wraps it in a real ``langchain_core.retrievers.BaseRetriever`` (the
 ``langchain`` extra) for use inside LangChain runnable chains.
 """
@@ -16,7 +17,7 @@ from typing import Any
 from sdk.core.errors import ConfigError, InputError
 from sdk.core.types import Filter, Hit
 
-__all__ = ["RetrievedDocument", "Retriever", "hit_metadata"]
+__all__ = ["RetrievedDocument", "Retriever", "documents_of", "hit_metadata"]
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,23 @@ class RetrievedDocument:
     id: str | None = None
 
 
-def hit_metadata(hit: Hit) -> dict[str, Any]:
-    """The document's own metadata plus ``id``, ``score`` and ``scores_by_stage`` of the hit.
+def hit_metadata(hit: Hit, search_id: str | None = None) -> dict[str, Any]:
+    """The document's own metadata plus ``id``, ``score`` and ``scores_by_stage`` of the hit, and the
+    ``search_id`` of the search that returned it (when given).
 
     The SDK's keys win over a user key of the same name, so a caller always finds the score where
     LangChain users look for it.
     """
-    return {**dict(hit.metadata), "id": hit.id, "score": hit.score, "scores_by_stage": dict(hit.scores_by_stage)}
+    out = {**dict(hit.metadata), "id": hit.id, "score": hit.score, "scores_by_stage": dict(hit.scores_by_stage)}
+    if search_id is not None:
+        out["search_id"] = search_id
+    return out
+
+
+def documents_of(hits: Sequence[Hit]) -> list[tuple[str, dict[str, Any], str]]:
+    """``(text, metadata, id)`` per hit, the metadata carrying the result's ``search_id`` when it has one."""
+    search_id = getattr(hits, "search_id", None)
+    return [(h.text or "", hit_metadata(h, search_id), h.id) for h in hits]
 
 
 class Retriever:
@@ -53,7 +64,7 @@ class Retriever:
 
     @staticmethod
     def _documents(hits: Sequence[Hit]) -> list[RetrievedDocument]:
-        return [RetrievedDocument(h.text or "", hit_metadata(h), h.id) for h in hits]
+        return [RetrievedDocument(text, meta, doc_id) for text, meta, doc_id in documents_of(hits)]
 
     @staticmethod
     def query_text(input: Any) -> str:
@@ -86,6 +97,10 @@ class Retriever:
                      **kwargs: Any) -> list[list[RetrievedDocument]]:
         """``batch`` in a worker thread."""
         return await asyncio.to_thread(self.batch, inputs)
+
+    def feedback(self, search_id: str, doc_id: str, signal: str | float, value: float | None = None) -> Any:
+        """``RetrievalPipeline.feedback``: ``search_id`` and ``doc_id`` are in each document's metadata."""
+        return self.pipeline.feedback(search_id, doc_id, signal, value)
 
     def as_langchain(self, **kwargs: Any) -> Any:
         """This retriever as a ``langchain_core`` ``BaseRetriever`` (needs the ``langchain`` extra)."""

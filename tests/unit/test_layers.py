@@ -3,7 +3,7 @@
     sdk.cli                                  the `sdk` command
     sdk.sync                                 keeps a collection equal to a source (uses the pipeline)
     sdk.retrieval | sdk.evaluation           pipelines on top of encoders and stores
-    sdk.encoders  | adapters                 models; databases (independent of each other)
+    sdk.encoders  | adapters | sdk.feedback  models; databases; feedback capture (independent of each other)
     sdk.quantization, sdk.util               numeric helpers of the encoders
     sdk.core                                 values, errors, similarity, spec, fusion, registry
 
@@ -30,6 +30,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "sdk.util": (1, "numeric"),
     "sdk.encoders": (2, "encoders"),
     "adapters": (2, "adapters"),
+    "sdk.feedback": (2, "feedback"),
     "sdk.retrieval": (3, "retrieval"),
     "sdk.evaluation": (3, "evaluation"),
     "sdk.sync": (4, "sync"),

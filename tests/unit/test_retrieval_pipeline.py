@@ -197,9 +197,14 @@ def test_retriever_invoke_ainvoke_batch(pipe: RetrievalPipeline) -> None:
     assert [d.metadata["id"] for d in docs] == [h.id for h in hits]
     assert docs[0].page_content == hits[0].text and docs[0].metadata["score"] == hits[0].score
     assert docs[0].metadata["scores_by_stage"] == dict(hits[0].scores_by_stage) and "kind" in docs[0].metadata
-    assert asyncio.run(r.ainvoke("python tuple")) == docs
-    assert r.batch(["python tuple", {"query": "install debian"}])[0] == docs
-    assert asyncio.run(r.abatch(["python tuple"]))[0] == docs
+    assert len({d.metadata["search_id"] for d in docs}) == 1  # the search's id, for feedback
+
+    def plain(found: list[RetrievedDocument]) -> list[Any]:  # each search has its own search_id
+        return [(d.page_content, {k: v for k, v in d.metadata.items() if k != "search_id"}, d.id) for d in found]
+
+    assert plain(asyncio.run(r.ainvoke("python tuple"))) == plain(docs)
+    assert plain(r.batch(["python tuple", {"query": "install debian"}])[0]) == plain(docs)
+    assert plain(asyncio.run(r.abatch(["python tuple"]))[0]) == plain(docs)
     odd = Retriever(pipe, k=4, filter=Eq("kind", "odd")).invoke("python tuple")
     assert len(odd) == 4 and all(d.metadata["kind"] == "odd" for d in odd)
     with pytest.raises(InputError):

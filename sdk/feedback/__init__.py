@@ -1,0 +1,42 @@
+"""Feedback capture: what each search showed and what users did with it, for fine-tuning later.
+
+``RetrievalPipeline(..., feedback="sqlite:///feedback.db")`` records an ``Impression`` per search
+(query or its hash, ranked ids with positions and every stage's score, model fingerprints,
+physical collection, timings) on a background thread; ``pipeline.feedback(search_id, doc_id,
+"click")`` records a ``FeedbackEvent``. A failing or slow store never slows or breaks a search.
+
+This package needs only ``sdk.core`` (and sqlite3; psycopg when a PostgreSQL URL is opened), so
+the retrieval layer above it can use it. Turning feedback into training data and promoting
+models sits higher up.
+"""
+
+from sdk.feedback.backends import PostgresFeedbackStore, SqliteFeedbackStore, open_feedback_store
+from sdk.feedback.capture import Capture, PendingImpression
+from sdk.feedback.records import (
+    RATING_RANGE,
+    SIGNALS,
+    FeedbackEvent,
+    Impression,
+    ShownHit,
+    check_signal,
+    hash_query,
+    new_search_id,
+)
+from sdk.feedback.store import FeedbackStore
+
+__all__ = [
+    "RATING_RANGE",
+    "SIGNALS",
+    "Capture",
+    "FeedbackEvent",
+    "FeedbackStore",
+    "Impression",
+    "PendingImpression",
+    "PostgresFeedbackStore",
+    "ShownHit",
+    "SqliteFeedbackStore",
+    "check_signal",
+    "hash_query",
+    "new_search_id",
+    "open_feedback_store",
+]
