@@ -221,7 +221,8 @@ def stage_cross(args: argparse.Namespace) -> dict[str, Any]:
     model = load_base("cross", str(_minilm()), device="cpu")
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(len(negatives))))
     trainer = CrossEncoderTrainer(model=model, train_dataset=data, loss=loss, args=trainer_args(
-        CrossEncoderTrainingArguments, str(WORK / "cross_ckpt"), args, batch_sampler="batch_sampler"))
+        CrossEncoderTrainingArguments, str(WORK / "cross_ckpt"), args, batch_sampler="batch_sampler",
+        learning_rate=args.cross_lr))
     log(f"cross: training on {len(data)} labelled pairs")
     output = trainer.train()
     trainer.save_model(str(WORK / "cross_model"))
@@ -333,6 +334,7 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=-1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--sparse-lr", type=float, default=5e-5)
+    p.add_argument("--cross-lr", type=float, default=5e-5, help="a fresh classification head wants more than 2e-5")
     p.add_argument("--q-reg", type=float, default=5e-5)
     p.add_argument("--d-reg", type=float, default=3e-5)
     p.add_argument("--speed-rows", type=int, default=1024)
