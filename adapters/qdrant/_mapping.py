@@ -55,6 +55,7 @@ def capabilities(local: bool) -> Capabilities:
         max_text_bytes=1_048_576,
         # Qdrant weights RRF as 1 / (rank / w + k), not the SDK's w / (k + rank): weighted RRF is not native.
         rrf_weights=False,
+        dbsf_weights=False,  # FusionQuery(DBSF) takes no weights
     )
 
 

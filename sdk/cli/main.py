@@ -10,14 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sdk.cli import encode, eval, export, search, sync, train
+from sdk.cli import encode, eval, export, feedback, learn, search, sync, train
 from sdk.core.errors import SDKError
 from sdk.core.version import __version__
 
 __all__ = ["build_parser", "main"]
 
 # One module per sub-command, each with ``register(subparsers)``; heavy imports stay inside handlers.
-_COMMANDS = (sync, search, encode, eval, export, train)
+_COMMANDS = (sync, search, encode, eval, export, train, feedback, learn)
 
 
 def build_parser() -> argparse.ArgumentParser:

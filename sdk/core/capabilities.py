@@ -33,7 +33,8 @@ class Capabilities:
     ``emulated`` names features the engine accepts but only emulates (Qdrant local mode ignores
     quantization and HNSW settings), so tests and users know which claims need a server.
     ``rrf_k`` is the only RRF constant a database's native fusion uses when a query cannot set it
-    (``None``: any k); ``rrf_weights`` says whether native RRF takes per-leg weights;
+    (``None``: any k); ``rrf_weights`` / ``dbsf_weights`` say whether native RRF / DBSF take
+    per-leg weights (the weighted and relative-score methods always do);
     ``leg_candidates`` whether a native hybrid honours ``HybridQuery.candidate_limits`` per leg.
     The retrieval pipeline reads these to choose native fusion or its documented client-side fallback.
     """
@@ -53,6 +54,7 @@ class Capabilities:
     max_text_bytes: int = 65_535
     rrf_k: int | None = None
     rrf_weights: bool = True
+    dbsf_weights: bool = True
     leg_candidates: bool = True
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ models sits higher up.
 
 from sdk.feedback.backends import PostgresFeedbackStore, SqliteFeedbackStore, open_feedback_store
 from sdk.feedback.capture import Capture, PendingImpression
+from sdk.feedback.labels import Judgement, LabelSet, QueryLabels, export_labels, propensity
 from sdk.feedback.records import (
     RATING_RANGE,
     SIGNALS,
@@ -31,12 +32,17 @@ __all__ = [
     "FeedbackEvent",
     "FeedbackStore",
     "Impression",
+    "Judgement",
+    "LabelSet",
     "PendingImpression",
     "PostgresFeedbackStore",
+    "QueryLabels",
     "ShownHit",
     "SqliteFeedbackStore",
     "check_signal",
+    "export_labels",
     "hash_query",
     "new_search_id",
     "open_feedback_store",
+    "propensity",
 ]

@@ -11,7 +11,8 @@ for the queue to drain; ``close()`` flushes, stops the thread and closes the con
 The SQL is written once here with ``{table}`` fields for identifiers and ``?`` for values; a
 backend (``sdk.feedback.backends``) renders identifiers with its own quoting (psycopg.sql for
 PostgreSQL) and binds every value. Three tables, named ``<prefix>_impressions``, ``<prefix>_shown``
-(one row per ranked hit) and ``<prefix>_events``.
+(one row per ranked hit) and ``<prefix>_events``; the model registry (``sdk.feedback.registry``)
+adds ``<prefix>_candidates`` and ``<prefix>_serving`` beside them.
 
 Retention: with ``retention_days`` set, rows older than that are deleted when the store opens,
 on ``prune()``, and by the writer thread once an hour.
@@ -52,7 +53,20 @@ NAMES = {
     "impressions_by_time": "impressions_by_time",
     "events_by_search": "events_by_search",
     "events_by_time": "events_by_time",
+    "candidates": "candidates",
+    "serving": "serving",
 }
+
+#: The registry's tables (``sdk.feedback.registry``): the same SQL runs on SQLite and PostgreSQL.
+REGISTRY_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS {candidates} (candidate_id TEXT PRIMARY KEY, collection TEXT NOT NULL, "
+    "kind TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, base TEXT, data_hash TEXT, config TEXT NOT NULL, "
+    "metrics TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL, artifact TEXT, state TEXT NOT NULL, "
+    "decided_at DOUBLE PRECISION)",
+    "CREATE TABLE IF NOT EXISTS {serving} (collection TEXT NOT NULL, version INTEGER NOT NULL, "
+    "created_at DOUBLE PRECISION NOT NULL, action TEXT NOT NULL, candidate_id TEXT, state TEXT NOT NULL, "
+    "previous INTEGER, PRIMARY KEY (collection, version))",
+)
 
 INSERT_IMPRESSION = (
     "INSERT INTO {impressions} (search_id, created_at, query, query_hash, collection, physical_collection, store, "
@@ -142,7 +156,7 @@ class FeedbackStore(abc.ABC):
     def _initialise(self) -> None:
         """Create the tables and apply retention; a backend calls this once connected."""
         with self._transaction() as cur:
-            for stmt in self._schema():
+            for stmt in (*self._schema(), *REGISTRY_SCHEMA):
                 cur.execute(self._render(stmt))
         self.prune()
 

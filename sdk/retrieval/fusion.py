@@ -20,7 +20,7 @@ from sdk.core.fusion import fuse
 from sdk.core.store import VectorStore
 from sdk.core.types import Fusion, FusionMethod, Hit, HybridQuery
 
-__all__ = ["CLIENT_FUSION", "client_fuse", "native_fusion_gap", "with_client_fusion"]
+__all__ = ["CLIENT_FUSION", "client_fuse", "native_fusion_gap", "native_weights", "with_client_fusion"]
 
 CLIENT_FUSION = "client_fusion"  # the ``Capabilities.emulated`` flag set when the fallback is in use
 
@@ -32,13 +32,20 @@ def native_fusion_gap(caps: Capabilities, fusion: Fusion, legs: tuple[str, ...])
     if fusion.method not in caps.fusions:
         have = ", ".join(sorted(f.value for f in caps.fusions)) or "none"
         return f"{caps.name} has no native {fusion.method.value} fusion (native: {have})"
-    if fusion.method is FusionMethod.RRF:
-        if caps.rrf_k is not None and fusion.k != caps.rrf_k:
-            return f"{caps.name}'s native RRF uses k={caps.rrf_k} and a query cannot set k={fusion.k}"
-        weights = {float(fusion.weights.get(leg, 1.0)) for leg in legs}
-        if not caps.rrf_weights and len(weights) > 1:
-            return f"{caps.name}'s native RRF takes no per-leg weights"
+    if fusion.method is FusionMethod.RRF and caps.rrf_k is not None and fusion.k != caps.rrf_k:
+        return f"{caps.name}'s native RRF uses k={caps.rrf_k} and a query cannot set k={fusion.k}"
+    if not native_weights(caps, fusion.method) and len({float(fusion.weights.get(leg, 1.0)) for leg in legs}) > 1:
+        return f"{caps.name}'s native {fusion.method.value} takes no per-leg weights"
     return None
+
+
+def native_weights(caps: Capabilities, method: FusionMethod) -> bool:
+    """Whether ``caps``' native form of ``method`` honours per-leg weights."""
+    if method is FusionMethod.RRF:
+        return caps.rrf_weights
+    if method is FusionMethod.DBSF:
+        return caps.dbsf_weights
+    return True
 
 
 def with_client_fusion(caps: Capabilities, method: FusionMethod) -> Capabilities:

@@ -54,7 +54,9 @@ from sdk.feedback import (
     new_search_id,
     open_feedback_store,
 )
+from sdk.feedback.registry import Registry, ServingState
 from sdk.retrieval.fusion import client_fuse, native_fusion_gap, with_client_fusion
+from sdk.retrieval.learned import LearnedSettings, ModelCache, Serving
 
 __all__ = ["RetrievalPipeline", "SearchResult", "resolve_store"]
 
@@ -127,6 +129,9 @@ class RetrievalPipeline:
     ``check_collection=False`` (``sdk sync`` re-indexes such a collection into a new version).
     ``feedback`` turns on impression and feedback capture (see the module docstring); a URL or
     path opens a store the pipeline owns and ``close()`` closes, a given store is only flushed.
+    With a feedback store, ``learned`` (default on) serves what the feedback loop promoted for
+    this collection (fitted fusion, fine-tuned reranker and encoders: ``sdk learn``/``sdk promote``)
+    and follows later promotions and rollbacks within ``refresh_seconds``, without a restart.
     """
 
     def __init__(
@@ -150,20 +155,30 @@ class RetrievalPipeline:
         batch_size: int = 32,
         check_collection: bool = True,
         feedback: FeedbackStore | str | None = None,
+        learned: bool | None = None,
+        refresh_seconds: float = 5.0,
+        device: str | None = None,
     ) -> None:
         if dense_encoder is None and sparse_encoder is None and not text_leg:
             raise ConfigError("RetrievalPipeline needs a dense_encoder, a sparse_encoder or text_leg=True")
         for name, value in (("limit", limit), ("rerank_top", rerank_top), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if learned and feedback is None:
+            raise ConfigError("learned=True follows what the feedback loop promoted, which lives in the feedback "
+                              "store: pass feedback= as well")
         self.feedback_store: FeedbackStore | None = None
         self._owns_feedback = False
         self._capture: Capture | None = None
+        self._learned: LearnedSettings | None = None
+        self._models = ModelCache(device)
         self.adapter, self._owns_store = resolve_store(store)
         try:
             self._configure(dense_encoder, sparse_encoder, collection, reranker, text_leg, fusion, client_fusion)
             if feedback is not None:
                 self._open_feedback(feedback)
+                if learned is not False:
+                    self._follow_learned(refresh_seconds)
         except BaseException:
             self.close()
             raise
@@ -193,32 +208,118 @@ class RetrievalPipeline:
                 raise ConfigError(f"reranker must be a CrossEncoder (with predict), got {type(reranker).__name__}")
             if getattr(reranker, "num_labels", 1) != 1:
                 raise ConfigError(f"reranker must be a 1-label relevance model, this one has {reranker.num_labels}")
-        self.dense_encoder, self.sparse_encoder, self.reranker = dense, sparse, reranker
-        self.collection, self.text_leg = collection, bool(text_leg)
-        self.legs = tuple(leg for leg, on in (("dense", dense is not None), ("sparse", sparse is not None),
-                                               ("text", text_leg)) if on)
-        self.fusion = fusion if fusion is not None else Fusion(k=caps.rrf_k or 60)
-        if not isinstance(self.fusion, Fusion):
-            raise ConfigError(f"fusion must be an sdk.core.types.Fusion, got {type(self.fusion).__name__}")
-        gap = native_fusion_gap(caps, self.fusion, self.legs)
-        if gap is not None and not client_fusion:
+        self.collection = collection
+        self.client_fusion = bool(client_fusion)
+        legs = tuple(leg for leg, on in (("dense", dense is not None), ("sparse", sparse is not None),
+                                         ("text", text_leg)) if on)
+        fusion = fusion if fusion is not None else Fusion(k=caps.rrf_k or 60)
+        if not isinstance(fusion, Fusion):
+            raise ConfigError(f"fusion must be an sdk.core.types.Fusion, got {type(fusion).__name__}")
+        self._base = Serving(dense, sparse, reranker, fusion, legs, "none", caps, collection)
+        self._serving = self._snapshot(dense, sparse, reranker, fusion, legs, collection, learned=False)
+
+    def _snapshot(self, dense: Any, sparse: Any, reranker: Any, fusion: Fusion, legs: tuple[str, ...],
+                  target: str, *, learned: bool, version: int = 0, candidate_id: str | None = None) -> Serving:
+        caps = self.adapter.capabilities
+        gap = native_fusion_gap(caps, fusion, legs)
+        if gap is not None and not self.client_fusion and not learned:
             raise CapabilityError(f"{gap}. Change the fusion setting, or pass client_fusion=True to fuse "
                                   "client-side (each leg queried natively, fused in this process)")
-        self.fusion_mode = "none" if len(self.legs) < 2 else ("client" if gap else "native")
-        self.capabilities = with_client_fusion(caps, self.fusion.method) if gap else caps
+        mode = "none" if len(legs) < 2 else ("client" if gap else "native")
+        return Serving(dense, sparse, reranker, fusion, legs, mode,
+                       with_client_fusion(caps, fusion.method) if gap else caps, target, version, candidate_id)
+
+    # The snapshot's parts, read-only: a search reads ``self._serving`` once and uses that.
+    @property
+    def dense_encoder(self) -> Any:
+        return self._serving.dense
+
+    @property
+    def sparse_encoder(self) -> Any:
+        return self._serving.sparse
+
+    @property
+    def reranker(self) -> Any:
+        return self._serving.reranker
+
+    @property
+    def fusion(self) -> Fusion:
+        return self._serving.fusion
+
+    @property
+    def legs(self) -> tuple[str, ...]:
+        return self._serving.legs
+
+    @property
+    def fusion_mode(self) -> str:
+        return self._serving.fusion_mode
+
+    @property
+    def capabilities(self) -> Any:
+        return self._serving.capabilities
+
+    @property
+    def text_leg(self) -> bool:
+        return self._serving.text_leg
+
+    @property
+    def target(self) -> str:
+        """The collection queried: the pipeline's ``collection``, or the version a promoted encoder serves."""
+        return self._serving.target
+
+    @property
+    def serving_version(self) -> int:
+        """The registry's serving version this pipeline applies (0: its own settings)."""
+        return self._serving.version
+
+    # ---- following the feedback loop's promotions ---------------------------------------------
+    def _follow_learned(self, refresh_seconds: float) -> None:
+        if isinstance(refresh_seconds, bool) or not isinstance(refresh_seconds, (int, float)) or refresh_seconds < 0:
+            raise ConfigError(f"refresh_seconds must be >= 0 (0: read once, never poll), got {refresh_seconds!r}")
+        registry = Registry(self.feedback_store)  # type: ignore[arg-type]
+        self._learned = LearnedSettings(registry, self.collection, self._apply_state, float(refresh_seconds))
+        self._learned.load_now()
+        self._learned.start()
+
+    def _apply_state(self, state: ServingState) -> None:
+        self._serving = self.serving_for(state)
+
+    def serving_for(self, state: ServingState) -> Serving:
+        """The snapshot a registry serving state gives this pipeline (models loaded now), not swapped in.
+
+        Without ``state.physical`` the snapshot queries the pipeline's collection (following its
+        alias); an encoder promotion names the version its vectors live in, so the new encoder and
+        its collection arrive together, before the promotion moves the alias for everyone else."""
+        base = self._base
+        legs = base.legs
+        if state.legs is not None:
+            legs = tuple(leg for leg in base.legs if leg in state.legs) or base.legs
+        dense = self._models.load("dense", state.dense) if state.dense and base.dense is not None else base.dense
+        sparse = self._models.load("sparse", state.sparse) if state.sparse and base.sparse is not None \
+            else base.sparse
+        reranker = self._models.load("cross", state.reranker) if state.reranker else base.reranker
+        fusion = Fusion(**state.fusion) if state.fusion else base.fusion
+        target = state.physical or self.collection
+        return self._snapshot(dense if "dense" in legs else None, sparse if "sparse" in legs else None, reranker,
+                              fusion, legs, target, learned=True, version=state.version,
+                              candidate_id=state.candidate_id)
+
+    def refresh_learned(self) -> bool:
+        """Apply a newer promotion or rollback now instead of at the next poll; ``True`` when it switched."""
+        return self._learned.refresh() if self._learned is not None else False
 
     def _open_feedback(self, feedback: FeedbackStore | str) -> None:
         store = open_feedback_store(feedback)
         self.feedback_store, self._owns_feedback = store, store is not feedback
-        adapter, collection = self.adapter, self.collection
-        self._capture = Capture(store, collection=collection, store_name=self.adapter.capabilities.name,
-                                fingerprint=encoder_id, resolve_physical=lambda: adapter.describe(collection).name)
+        adapter = self.adapter
+        self._capture = Capture(store, collection=self.collection, store_name=self.adapter.capabilities.name,
+                                fingerprint=encoder_id, resolve_physical=lambda: adapter.describe(self.target).name)
 
     def _check_existing(self) -> None:
         """Refuse an existing collection whose fields do not fit the encoders, before any query."""
-        if not self.adapter.exists(self.collection):
+        if not self.adapter.exists(self.target):
             return
-        spec = self.adapter.describe(self.collection)
+        spec = self.adapter.describe(self.target)
         if self.dense_encoder is not None:
             field = spec.dense_field(self.dense_field)
             dim = int(self.dense_encoder.get_sentence_embedding_dimension())
@@ -250,7 +351,7 @@ class RetrievalPipeline:
                  f"sparse={encoder_id(self.sparse_encoder)}" if self.sparse_encoder is not None else ""]
         if not dense and not sparse:
             raise ConfigError("a text-only pipeline cannot create a collection: the store needs a vector field")
-        return CollectionSpec(self.collection, dense, sparse, self.payload, ";".join(n for n in names if n))
+        return CollectionSpec(self.target, dense, sparse, self.payload, ";".join(n for n in names if n))
 
     # ---- writing ----------------------------------------------------------------------------
     def encode_documents(self, docs: Sequence[Document]) -> EncodedBatch:
@@ -280,7 +381,7 @@ class RetrievalPipeline:
         try:
             for chunk in chunks:
                 batch = self.encode_documents(chunk)
-                written += self.adapter.upsert(self.collection, batch.records(), expect=spec)
+                written += self.adapter.upsert(spec.name, batch.records(), expect=spec)
                 bar.update(len(chunk))
         finally:
             bar.close()
@@ -291,70 +392,79 @@ class RetrievalPipeline:
         return bool(self.adapter.drop(self.collection))
 
     # ---- reading ----------------------------------------------------------------------------
-    def _encode_queries(self, texts: list[str]) -> tuple[list[Any], list[Any], dict[str, float]]:
+    def _encode_queries(self, texts: list[str], s: Serving) -> tuple[list[Any], list[Any], dict[str, float]]:
         n = len(texts)
         dense: list[Any] = [None] * n
         sparse: list[Any] = [None] * n
         t: dict[str, float] = {}
-        if self.dense_encoder is not None:
+        if s.dense is not None:
             t0 = time.perf_counter()
-            dense = list(np.asarray(self.dense_encoder.encode_query(texts, batch_size=self.batch_size)))
+            dense = list(np.asarray(s.dense.encode_query(texts, batch_size=self.batch_size)))
             t["encode_dense"] = (time.perf_counter() - t0) / max(n, 1)
-        if self.sparse_encoder is not None:
+        if s.sparse is not None:
             t0 = time.perf_counter()
-            sparse = list(self.sparse_encoder.encode_query(texts, batch_size=self.batch_size))
+            sparse = list(s.sparse.encode_query(texts, batch_size=self.batch_size))
             t["encode_sparse"] = (time.perf_counter() - t0) / max(n, 1)
         return dense, sparse, t
 
     def build_query(self, text: str, dense: Any = None, sparse: SparseVector | None = None, *,
-                    limit: int | None = None, filter: Filter | None = None) -> HybridQuery:
+                    limit: int | None = None, filter: Filter | None = None,
+                    serving: Serving | None = None) -> HybridQuery:
         """The ``HybridQuery`` the pipeline sends for already-encoded legs (fetching ``rerank_top``
         candidates when a reranker follows)."""
+        s = serving or self._serving
         want = limit or self.limit
-        fetch = max(want, self.rerank_top) if self.reranker is not None else want
+        fetch = max(want, self.rerank_top) if s.reranker is not None else want
         return HybridQuery(
-            dense=np.asarray(dense, dtype=np.float32) if dense is not None else None,
-            sparse=sparse, text=text if self.text_leg else None, dense_field=self.dense_field,
-            sparse_field=self.sparse_field, filter=filter if filter is not None else self.filter,
-            fusion=self.fusion, candidate_limits=self.candidate_limits, limit=fetch,
+            dense=np.asarray(dense, dtype=np.float32) if dense is not None and s.dense is not None else None,
+            sparse=sparse if s.sparse is not None else None, text=text if s.text_leg else None,
+            dense_field=self.dense_field, sparse_field=self.sparse_field,
+            filter=filter if filter is not None else self.filter,
+            fusion=s.fusion, candidate_limits=self.candidate_limits, limit=fetch,
         )
 
     def search_encoded(self, text: str, dense: Any = None, sparse: SparseVector | None = None, *,
                        limit: int | None = None, filter: Filter | None = None,
-                       timings: Mapping[str, float] | None = None) -> SearchResult:
-        """Query with vectors already encoded (benchmarks, caches); reranks with ``text``."""
+                       timings: Mapping[str, float] | None = None, serving: Serving | None = None) -> SearchResult:
+        """Query with vectors already encoded (benchmarks, caches); reranks with ``text``.
+
+        ``serving`` is the snapshot the vectors were encoded under (``search`` passes it so a
+        promotion landing between encoding and querying cannot mix them); default: the current one."""
+        s = serving or self._serving
         t = dict(timings or {})
-        query = self.build_query(text, dense, sparse, limit=limit, filter=filter)
+        query = self.build_query(text, dense, sparse, limit=limit, filter=filter, serving=s)
         t0 = time.perf_counter()
-        if self.fusion_mode == "client":
-            sim = getattr(getattr(self.dense_encoder, "similarity_fn_name", None), "value", None)
-            hits = client_fuse(self.adapter, self.collection, query, sim)
+        if s.fusion_mode == "client":
+            sim = getattr(getattr(s.dense, "similarity_fn_name", None), "value", None)
+            hits = client_fuse(self.adapter, s.target, query, sim)
         else:
-            hits = self.adapter.query(self.collection, query)
+            hits = self.adapter.query(s.target, query)
         t["query"] = time.perf_counter() - t0
-        if self.reranker is not None:
+        if s.reranker is not None:
             t0 = time.perf_counter()
-            hits = self._rerank(text, hits)
+            hits = self._rerank(text, hits, s.reranker)
             t["rerank"] = time.perf_counter() - t0
         t["total"] = sum(v for k, v in t.items() if k != "total")
-        result = SearchResult(hits[: limit or self.limit], t, self.fusion_mode, new_search_id())
+        result = SearchResult(hits[: limit or self.limit], t, s.fusion_mode, new_search_id())
         if self._capture is not None:
             self._capture.record(result.search_id, text, result, timings=t, encoders={
-                "dense": self.dense_encoder, "sparse": self.sparse_encoder, "reranker": self.reranker,
+                "dense": s.dense, "sparse": s.sparse, "reranker": s.reranker,
             }, config={
-                "legs": list(self.legs), "fusion": self.fusion_mode, "fusion_method": self.fusion.method.value,
-                "fusion_k": self.fusion.k, "fusion_weights": dict(self.fusion.weights),
+                "legs": list(s.legs), "fusion": s.fusion_mode, "fusion_method": s.fusion.method.value,
+                "fusion_k": s.fusion.k, "fusion_weights": dict(s.fusion.weights),
                 "limit": limit or self.limit, "fetched": query.limit, "filter": query.filter,
+                "serving_version": s.version, "candidate_id": s.candidate_id,
             })
         return result
 
-    def _rerank(self, text: str, hits: list[Hit]) -> list[Hit]:
+    def _rerank(self, text: str, hits: list[Hit], reranker: Any = None) -> list[Hit]:
         """Cross-encoder scores for the first ``rerank_top`` hits; they are re-sorted, the rest keep
         their place after them. Ties keep the fused order (stable sort)."""
+        reranker = reranker if reranker is not None else self.reranker
         head, tail = hits[: self.rerank_top], hits[self.rerank_top:]
         if not head:
             return hits
-        scores = np.asarray(self.reranker.predict([(text, h.text or "") for h in head], batch_size=self.batch_size),
+        scores = np.asarray(reranker.predict([(text, h.text or "") for h in head], batch_size=self.batch_size),
                             dtype=np.float64).reshape(-1)
         order = sorted(range(len(head)), key=lambda i: -scores[i])
         out = [Hit(head[i].id, float(scores[i]), head[i].text, head[i].metadata,
@@ -365,18 +475,21 @@ class RetrievalPipeline:
         """Encode ``query`` once per encoder, run ONE native (hybrid) query, rerank the top hits."""
         if not isinstance(query, str) or not query.strip():
             raise InputError("search takes a non-empty query string")
-        dense, sparse, t = self._encode_queries([query])
-        return self.search_encoded(query, dense[0], sparse[0], limit=limit, filter=filter, timings=t)
+        s = self._serving
+        dense, sparse, t = self._encode_queries([query], s)
+        return self.search_encoded(query, dense[0], sparse[0], limit=limit, filter=filter, timings=t, serving=s)
 
-    def search_batch(self, queries: Sequence[str], *, limit: int | None = None,
-                     filter: Filter | None = None) -> list[SearchResult]:
-        """Many queries: each encoder runs once over the whole batch, then one native query each."""
+    def search_batch(self, queries: Sequence[str], *, limit: int | None = None, filter: Filter | None = None,
+                     serving: Serving | None = None) -> list[SearchResult]:
+        """Many queries: each encoder runs once over the whole batch, then one native query each
+        (``serving``: another snapshot to run them under, e.g. a candidate the gate compares)."""
         texts = list(queries)
         if any(not isinstance(q, str) or not q.strip() for q in texts):
             raise InputError("search_batch takes a list of non-empty query strings")
-        dense, sparse, t = self._encode_queries(texts)
-        return [self.search_encoded(q, d, s, limit=limit, filter=filter, timings=t)
-                for q, d, s in zip(texts, dense, sparse, strict=True)]
+        s = serving or self._serving
+        dense, sparse, t = self._encode_queries(texts, s)
+        return [self.search_encoded(q, d, sv, limit=limit, filter=filter, timings=t, serving=s)
+                for q, d, sv in zip(texts, dense, sparse, strict=True)]
 
     async def asearch(self, query: str, *, limit: int | None = None, filter: Filter | None = None) -> SearchResult:
         """``search`` without blocking the event loop.
@@ -413,6 +526,9 @@ class RetrievalPipeline:
     def close(self) -> None:
         """Write queued feedback (closing a feedback store the pipeline opened) and release the
         store connection when the pipeline opened it from a URL."""
+        learned, self._learned = getattr(self, "_learned", None), None
+        if learned is not None:
+            learned.close()
         store, self.feedback_store, self._capture = getattr(self, "feedback_store", None), None, None
         if store is not None:
             if self._owns_feedback:

@@ -5,6 +5,9 @@
     report = sync("docs/", "qdrant+local:./data", "docs")        # folder, .jsonl or .csv, or a Source
     print(report.added, report.updated, report.deleted, report.unchanged)
     plan("docs/", "qdrant+local:./data", "docs")                 # the same scan, nothing written
+    sync("docs/", "qdrant+local:./data", "docs", dense="other-model", stage=True)  # build a candidate, no switch
+    sync("docs/", "qdrant+local:./data", "docs", dense="other-model")  # promote it: catch up, then switch
+    discard_staged("qdrant+local:./data", "docs")                  # or drop the candidate
 
 Encoders default to the packaged all-MiniLM-L6-v2 (dense) and SPLADE-tiny (sparse, when the store
 holds sparse vectors); pass encoder objects or model names/folders, or ``sparse=False``. The ledger
@@ -24,6 +27,7 @@ from sdk.core.errors import ConfigError
 from sdk.core.registry import connect
 from sdk.core.store import VectorStore
 from sdk.sync.engine import Syncer, SyncReport, VerifyReport
+from sdk.sync.engine import discard_staged as _discard_staged
 from sdk.sync.engine import rollback as _rollback
 from sdk.sync.engine import status as _status
 from sdk.sync.engine import verify as _verify
@@ -32,7 +36,7 @@ from sdk.sync.sources import CsvSource, FolderSource, JsonlSource, Source, open_
 
 __all__ = [
     "CsvSource", "FolderSource", "JsonlSource", "Ledger", "Source", "SyncReport", "Syncer", "VerifyReport",
-    "ledger_dir", "open_source", "plan", "rollback", "status", "sync", "verify",
+    "discard_staged", "ledger_dir", "open_source", "plan", "rollback", "status", "sync", "verify",
 ]
 
 
@@ -101,7 +105,11 @@ def sync(source: Source | str | os.PathLike[str], store: VectorStore | str, coll
          dense: Any = None, sparse: Any = None, ledger: Ledger | str | None = None, device: str | None = None,
          **options: Any) -> SyncReport:
     """Make ``collection`` equal to ``source``; ``options`` go to ``Syncer`` (chunk_tokens, chunk_overlap,
-    keep, batch_size, allow_mass_delete, progress)."""
+    keep, batch_size, allow_mass_delete, progress, stage).
+
+    ``stage=True`` builds the version for new encoder or chunking settings without switching the alias
+    (``status(...)["staged"]`` names it); a later run without ``stage`` and with the same settings
+    promotes it (catches it up with the source, then switches), ``discard_staged`` drops it."""
     src = open_source(source)
     with _opened(store, collection, ledger) as (adapter, book):
         return _syncer(adapter, collection, book, dense, sparse, device, **options).run(src)
@@ -117,7 +125,7 @@ def plan(source: Source | str | os.PathLike[str], store: VectorStore | str, coll
 
 
 def status(store: VectorStore | str, collection: str, *, ledger: Ledger | str | None = None) -> dict[str, Any]:
-    """documents, chunks, collection (physical), alias, encoder (fingerprint), last_run."""
+    """documents, chunks, collection (physical), alias, encoder (fingerprint), last_run, staged."""
     with _opened(store, collection, ledger) as (_, book):
         return _status(book, collection)
 
@@ -126,6 +134,13 @@ def rollback(store: VectorStore | str, collection: str, *, ledger: Ledger | str 
     """Point the alias ``collection`` back at the previous kept version."""
     with _opened(store, collection, ledger) as (adapter, book):
         return _rollback(book, adapter, collection)
+
+
+def discard_staged(store: VectorStore | str, collection: str, *, ledger: Ledger | str | None = None) -> str | None:
+    """Drop the staged version of ``collection`` (built with ``sync(..., stage=True)``); returns its name,
+    or ``None`` when nothing was staged."""
+    with _opened(store, collection, ledger) as (adapter, book):
+        return _discard_staged(book, adapter, collection)
 
 
 def verify(store: VectorStore | str, collection: str, *, repair: bool = False, ledger: Ledger | str | None = None,

@@ -25,6 +25,14 @@ fills a new physical collection completely and then switches the alias in one st
 queries through the alias never see a half-filled collection. ``keep`` versions stay for
 ``rollback``. A store without aliases (none of the bundled adapters: Milvus Lite's are emulated)
 is synced into ``NAME`` itself and refuses a re-index with a clear error.
+
+**Staged builds** (``stage=True``) fill the new version the same way but leave the alias where it
+is and record the version as ``staged``, so a candidate encoder can be evaluated on the real store
+first. The ledger knows it as staged from the first write, so a regular run with the live
+settings (a cron job) updates the live version and leaves the candidate alone; it then lags the
+source. A later run without ``stage`` whose settings match the staged version promotes it: it
+catches the staged version up with the source and switches the alias (``_switch``: ``versions``,
+``keep`` and drops as for any re-index). Staging another candidate, or ``discard_staged``, drops it.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from sdk.sync.chunking import Chunk, TokenChunker
 from sdk.sync.ledger import Ledger, now
 from sdk.sync.sources import Source
 
-__all__ = ["SyncReport", "Syncer", "VerifyReport"]
+__all__ = ["SyncReport", "Syncer", "VerifyReport", "discard_staged"]
 
 DELETE_BATCH = 500
 ENCODE_WINDOW = 1024  # chunks per encoder call; writes still go batch_size at a time
@@ -73,6 +81,7 @@ class SyncReport:
     chunks_deleted: int = 0
     chunks_total: int = 0
     dropped: list[str] = field(default_factory=list)
+    staged: str | None = None  # the physical version built (or to build) behind the alias' back
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +90,8 @@ class SyncReport:
     def summary(self) -> str:
         verb = "would" if self.planned else "did"
         where = f"{self.alias} -> {self.collection}" if self.alias else self.collection
+        if self.staged:
+            where = f"{self.collection} (staged: the alias {self.alias} stays on the live version)"
         lines = [
             f"sync {verb}: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
             f"{self.unchanged} unchanged documents",
@@ -88,8 +99,12 @@ class SyncReport:
             if self.planned else
             f"chunks: {self.chunks_encoded} encoded, {self.chunks_written} written, {self.chunks_deleted} deleted "
             f"({self.chunks_total} in the collection)",
-            f"collection: {where}" + (" (new version: encoder or chunking changed)" if self.reindex else ""),
+            f"collection: {where}" + (" (new version: encoder or chunking changed)"
+                                      if self.reindex and not self.staged else ""),
         ]
+        if self.staged and not self.planned:
+            lines.append(f"staged {self.staged}: promote it with a sync with the same settings without stage "
+                         "(it catches up with the source first), or discard it")
         if self.dropped:
             lines.append(f"dropped old versions: {', '.join(self.dropped)}")
         if not self.planned:
@@ -147,14 +162,17 @@ class Syncer:
     def __init__(self, store: VectorStore | str, collection: str, *, dense: Any, ledger: Ledger,
                  sparse: Any = None, chunk_tokens: int | None = None, chunk_overlap: int = 0, keep: int = 2,
                  batch_size: int = 64, allow_mass_delete: bool = False, progress: bool | None = None,
-                 models: Mapping[str, str] | None = None) -> None:
+                 models: Mapping[str, str] | None = None, stage: bool = False) -> None:
         if dense is None:
             raise ConfigError("sync needs a dense encoder: its tokenizer cuts the documents into chunks")
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ConfigError(f"keep must be a positive number of versions, got {keep!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(stage, bool):
+            raise ConfigError(f"stage must be True or False, got {stage!r}")
         self.name = collection
+        self.stage = stage
         self.ledger = ledger
         self.keep, self.batch_size = keep, batch_size
         self.allow_mass_delete, self.progress = allow_mass_delete, progress
@@ -166,6 +184,11 @@ class Syncer:
                                           check_collection=False)
         self.store = self.pipeline.adapter
         self.aliases = bool(self.store.capabilities.aliases)
+        if stage and not self.aliases:
+            raise CapabilityError(
+                f"{self.store.capabilities.name} has no aliases, so sync cannot stage a version of {self.name!r} "
+                "next to the live one and switch later; sync without stage, or use a store with aliases"
+            )
         self.spec = self.pipeline.collection_spec()
         self.encoder = self.spec.encoder or ""
         self.want = {"fingerprint": self.encoder, "chunker": self.chunker.settings}
@@ -180,13 +203,16 @@ class Syncer:
             and version.get("chunker") == self.want["chunker"]
 
     def _target(self) -> tuple[dict[str, Any], bool]:
-        """(physical version to write, whether it is a build that ends with an alias switch)."""
-        live = self.ledger.get("live")
+        """(physical version to write, whether it is a build: it ends with an alias switch, or with
+        the ``staged`` record when ``stage``)."""
+        live = self._check_stage()
         if self._matches(live):
             return dict(live), False
-        building = self.ledger.get("building")
-        if self._matches(building):
-            return dict(building), True
+        building, staged = self.ledger.get("building"), self.ledger.get("staged")
+        # A staged candidate first: staging it again resumes or updates it, a run without stage promotes it.
+        for version in ((staged, building) if self.stage else (building, staged)):
+            if self._matches(version):
+                return _version(version), True
         if not self.aliases:
             if live:
                 raise CapabilityError(
@@ -203,6 +229,17 @@ class Syncer:
         if len(physical) > 63:
             raise InputError(f"collection name {self.name!r} is too long for versioned copies; use at most 58 chars")
         return {"collection": physical, "version": n, **self.want}, True
+
+    def _check_stage(self) -> dict[str, Any] | None:
+        """The live version; with ``stage``, refuse a run that has nothing to stage (before anything is dropped)."""
+        live = self.ledger.get("live")
+        if self.stage and not live:
+            raise SyncError(f"nothing is live in {self.name!r} yet, so there is nothing to stage a candidate "
+                            "next to; run a sync without stage first")
+        if self.stage and self._matches(live):
+            raise SyncError(f"nothing to stage: the live version of {self.name!r} ({live['collection']}) "
+                            "already uses these encoder and chunking settings; sync without stage to update it")
+        return live
 
     def _check_name_is_free(self) -> None:
         """The alias name must not be a collection sync did not create."""
@@ -223,7 +260,7 @@ class Syncer:
         existing = self.ledger.chunks(physical)
         known_docs = self.ledger.documents(physical)
         report = SyncReport(source.name, physical, self.name if self.aliases else None, self.encoder,
-                            reindex=build and bool(self.ledger.get("live")))
+                            reindex=build and bool(self.ledger.get("live")), staged=physical if self.stage else None)
         writes: list[tuple[Chunk, str]] = []
         seen: set[str] = set()
         documents: dict[str, tuple[str, int]] = {}
@@ -270,18 +307,26 @@ class Syncer:
     def run(self, source: Source) -> SyncReport:
         """Make the collection equal to ``source`` (see the module docstring for the order of steps)."""
         started = time.perf_counter()
+        self._check_stage()
         self._abandon_stale_build()
         plan = self._scan(source)
         report, physical = plan.report, plan.target["collection"]
         spec = self.spec if physical == self.name else self.spec.renamed(physical)
         if plan.build:
-            # Remembered first, so a killed build resumes into the same physical collection.
-            self.ledger.set(building=plan.target,
-                            next_version=max(int(self.ledger.get("next_version", 1)), plan.target["version"] + 1))
+            # Remembered first, so a killed build resumes into the same physical collection (a staged
+            # one as staged already: a regular run in between must not take it for a stale build).
+            next_version = max(int(self.ledger.get("next_version", 1)), plan.target["version"] + 1)
+            if self.stage:
+                self.ledger.set(staged={**plan.target, "complete": False}, building=None, next_version=next_version)
+            else:
+                self.ledger.set(building=plan.target, next_version=next_version)
         self.store.ensure_collection(spec)
         self._write(plan, spec, source.name)
         self._delete(plan, physical)
-        if plan.build:
+        if plan.build and self.stage:
+            self.ledger.set(staged={**plan.target, "created": plan.target.get("created") or now(),
+                                    "models": self.models, "complete": True}, building=None)
+        elif plan.build:
             report.dropped = self._switch(plan.target)
         elif self.aliases and (not self.store.exists(self.name) or self.store.describe(self.name).name != physical):
             # A crash between an alias switch and its ledger record (a build, a rollback) left the
@@ -295,15 +340,21 @@ class Syncer:
 
     def _abandon_stale_build(self) -> None:
         """Drop a half-built version that this run's settings will not finish (its build was killed
-        and the encoder or chunking changed since); it was never behind the alias."""
+        and the encoder or chunking changed since); it was never behind the alias. A staged version
+        stays (a killed promotion leaves it as ``building`` too), unless this run stages another one."""
+        staged = self.ledger.get("staged")
+        if staged and not self.store.exists(staged["collection"]):
+            # Dropped (or never created) before the ledger forgot it: none of its rows describe the store.
+            self.ledger.forget_collection(staged["collection"])
+        if self.stage and staged and not self._matches(staged):
+            _drop_unused(self.ledger, self.store, self.name, staged["collection"])
+            self.ledger.set(staged=None)
+            staged = None
         building = self.ledger.get("building")
         if not building or self._matches(building):
             return
-        kept = {v["collection"] for v in self.ledger.get("versions", [])}
-        physical = building["collection"]
-        if physical not in kept and physical != self.name:
-            self.store.drop(physical)
-            self.ledger.forget_collection(physical)
+        if not staged or building["collection"] != staged["collection"]:
+            _drop_unused(self.ledger, self.store, self.name, building["collection"])
         self.ledger.set(building=None)
 
     def _write(self, plan: _Plan, spec: CollectionSpec, source: str) -> None:
@@ -347,13 +398,17 @@ class Syncer:
         if self.aliases:
             self.store.switch_alias(self.name, physical)
         versions = [v for v in self.ledger.get("versions", []) if v["collection"] != physical] + [version]
-        self.ledger.set(live=version, building=None, versions=versions)
+        staged = self.ledger.get("staged")
+        promoted = bool(staged) and staged["collection"] == physical
+        self.ledger.set(live=version, building=None, versions=versions, **({"staged": None} if promoted else {}))
         dropped: list[str] = []
         while len(versions) > self.keep:
             old = versions.pop(0)
             self.store.drop(old["collection"])
             self.ledger.forget_collection(old["collection"])
-            self.ledger.set(versions=versions)
+            staged = self.ledger.get("staged")  # a kept version that was staged again goes with it
+            gone = {"staged": None} if staged and staged["collection"] == old["collection"] else {}
+            self.ledger.set(versions=versions, **gone)
             dropped.append(old["collection"])
         return dropped
 
@@ -365,17 +420,51 @@ class Syncer:
         return verify(self.ledger, self.store, self.name, repair=repair)
 
 
+def _version(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A version dict from a ledger record (without the staged-only ``complete`` flag)."""
+    return {k: v for k, v in record.items() if k != "complete"}
+
+
+def _drop_unused(ledger: Ledger, store: VectorStore, name: str, physical: str) -> bool:
+    """Drop ``physical`` and forget its rows unless it is live, kept for rollback or ``name`` itself."""
+    kept = {v["collection"] for v in ledger.get("versions", [])}
+    if physical in kept or physical == name or physical == (ledger.get("live") or {}).get("collection"):
+        return False
+    store.drop(physical)
+    ledger.forget_collection(physical)
+    return True
+
+
 def status(ledger: Ledger, name: str) -> dict[str, Any]:
-    """What the ledger says about ``name``: documents, chunks, physical collection, alias, encoder, last run."""
-    live = ledger.get("live")
+    """What the ledger says about ``name``: documents, chunks, physical collection, alias, encoder, last run,
+    and the staged version (``staged``: its physical name; ``staged_complete``: whether its build finished)."""
+    live, staged = ledger.get("live"), ledger.get("staged")
+    pending = {"staged": staged["collection"] if staged else None,
+               "staged_complete": bool(staged and staged.get("complete"))}
     if not live:
         return {"documents": 0, "chunks": 0, "collection": None, "alias": None, "encoder": None,
-                "last_run": ledger.get("last_run"), "versions": []}
+                "last_run": ledger.get("last_run"), "versions": [], **pending}
     docs, chunks = ledger.counts(live["collection"])
     return {"documents": docs, "chunks": chunks, "collection": live["collection"],
             "alias": name if live["collection"] != name else None, "encoder": live.get("fingerprint"),
             "chunker": live.get("chunker"), "models": live.get("models"), "last_run": ledger.get("last_run"),
-            "versions": [v["collection"] for v in ledger.get("versions", [])], "ledger": ledger.where}
+            "versions": [v["collection"] for v in ledger.get("versions", [])], "ledger": ledger.where, **pending}
+
+
+def discard_staged(ledger: Ledger, store: VectorStore, name: str) -> str | None:
+    """Drop the staged version of ``name`` (a candidate that lost), forget its ledger rows and the record.
+
+    Returns the dropped physical name; ``None`` when nothing was staged (or the staged version is also
+    kept for rollback, which keeps it in the store).
+    """
+    staged = ledger.get("staged")
+    if not staged:
+        return None
+    physical = staged["collection"]
+    dropped = _drop_unused(ledger, store, name, physical)
+    building = ledger.get("building")  # a killed promotion of it
+    ledger.set(staged=None, **({"building": None} if building and building["collection"] == physical else {}))
+    return physical if dropped else None
 
 
 def verify(ledger: Ledger, store: VectorStore, name: str, *, repair: bool = False) -> VerifyReport:
@@ -413,5 +502,7 @@ def rollback(ledger: Ledger, store: VectorStore, name: str) -> dict[str, Any]:
     if not store.exists(previous["collection"]):
         raise SyncError(f"the previous version {previous['collection']!r} is gone from the store; cannot roll back")
     store.switch_alias(name, previous["collection"])
-    ledger.set(live=previous)  # the order of versions stays: the next build drops the oldest non-live one
+    staged = ledger.get("staged")  # staged again since: live now, nothing left to promote
+    gone = {"staged": None} if staged and staged["collection"] == previous["collection"] else {}
+    ledger.set(live=previous, **gone)  # the order of versions stays: the next build drops the oldest non-live one
     return {"alias": name, "collection": previous["collection"], "from": live["collection"]}

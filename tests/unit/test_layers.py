@@ -35,7 +35,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "sdk.evaluation": (3, "evaluation"),
     "sdk.sync": (4, "sync"),
     "sdk.training": (4, "training"),
-    "sdk.cli": (5, "cli"),
+    "sdk.learning": (5, "learning"),
+    "sdk.cli": (6, "cli"),
 }
 # Public facades that only re-export the core under their historical names.
 FACADES = {"sdk.errors", "sdk.types", "sdk.metrics"}

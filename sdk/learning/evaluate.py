@@ -1,0 +1,39 @@
+"""Scoring a serving snapshot on labelled queries, per query, through the real store.
+
+The gate compares the current and the candidate setup query by query, so scores stay per query;
+both run the pipeline's own search path (native hybrid query, reranking) under the snapshot given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["ndcg_per_query", "rank_queries"]
+
+
+def ndcg_per_query(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]],
+                   k: int = 10) -> dict[str, float]:
+    """nDCG@k of each judged query (gains = relevance grades; a query with no positive is skipped)."""
+    out: dict[str, float] = {}
+    for qid, rels in qrels.items():
+        ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:k]
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+        if idcg <= 0:
+            continue
+        ranked = list(run.get(qid, ()))[:k]
+        out[qid] = sum(rels.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked)) / idcg
+    return out
+
+
+def rank_queries(pipeline: Any, queries: Mapping[str, str], serving: Any = None, *, limit: int = 10,
+                 batch: int = 64) -> dict[str, list[str]]:
+    """The ids ``pipeline`` returns for each query under ``serving`` (default: what it serves now)."""
+    qids = list(queries)
+    run: dict[str, list[str]] = {}
+    for start in range(0, len(qids), batch):
+        chunk = qids[start:start + batch]
+        results = pipeline.search_batch([queries[q] for q in chunk], limit=limit, serving=serving)
+        run.update({q: [h.id for h in hits] for q, hits in zip(chunk, results, strict=True)})
+    return run
