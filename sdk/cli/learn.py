@@ -51,6 +51,8 @@ def register(sub: Any) -> None:
                    "~/.local/share/retrieval-forge/candidates)")
     p.add_argument("--dev", default=None, help="labelled BEIR folder:split the gate also checks, e.g. data/kb:dev")
     p.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs (default: 1)")
+    p.add_argument("--labels", default=None, help="learn from this labels file (sdk feedback export) instead of "
+                   "exporting the store's feedback now")
     p.set_defaults(handler=run_learn)
 
     pr = sub.add_parser("promote", help="serve a candidate from the registry", formatter_class=_RAW,
@@ -109,7 +111,12 @@ def run_learn(args: argparse.Namespace) -> int:
                   artifacts=args.artifacts, dev=dev, gate=Gate(margin=args.margin, min_queries=args.min_queries),
                   label_options={"eval_fraction": args.eval_fraction},
                   train_options={"epochs": args.epochs}) as learner:
-        report = learner.learn(steps, dry_run=args.dry_run)
+        labels = None
+        if args.labels:
+            from sdk.feedback import LabelSet
+
+            labels = LabelSet.from_jsonl(args.labels)
+        report = learner.learn(steps, dry_run=args.dry_run, labels=labels)
     _print(args, report.to_dict(), report.summary())
     return 0
 

@@ -1,13 +1,17 @@
-"""Feedback capture: what each search showed and what users did with it, for fine-tuning later.
+"""Feedback: what each search showed, what users did with it, the labels drawn from it, and the
+registry of what each collection serves.
 
 ``RetrievalPipeline(..., feedback="sqlite:///feedback.db")`` records an ``Impression`` per search
 (query or its hash, ranked ids with positions and every stage's score, model fingerprints,
 physical collection, timings) on a background thread; ``pipeline.feedback(search_id, doc_id,
 "click")`` records a ``FeedbackEvent``. A failing or slow store never slows or breaks a search.
 
+``export_labels(store)`` turns it into per-query training and evaluation labels (``labels.py``);
+``Registry`` records candidates and the serving state pipelines follow (``registry.py``).
+
 This package needs only ``sdk.core`` (and sqlite3; psycopg when a PostgreSQL URL is opened), so
-the retrieval layer above it can use it. Turning feedback into training data and promoting
-models sits higher up.
+the retrieval layer above it can use it. Training candidates and promoting them
+(``sdk.learning``) sits higher up.
 """
 
 from sdk.feedback.backends import PostgresFeedbackStore, SqliteFeedbackStore, open_feedback_store

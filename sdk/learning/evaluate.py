@@ -1,4 +1,5 @@
-"""Scoring a serving snapshot on labelled queries, per query, through the real store.
+"""Scoring a serving snapshot on labelled queries, per query, through the real store (feedback labels
+on condensed lists: ``condense``).
 
 The gate compares the current and the candidate setup query by query, so scores stay per query;
 both run the pipeline's own search path (native hybrid query, reranking) under the snapshot given.
@@ -10,7 +11,16 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ndcg_per_query", "rank_queries"]
+__all__ = ["condense", "ndcg_per_query", "rank_queries"]
+
+
+def condense(run: Mapping[str, Sequence[str]], judged: Mapping[str, set[str]]) -> dict[str, list[str]]:
+    """Each ranking with the documents nobody judged removed (a "condensed list", Sakai 2007).
+
+    Feedback only judges what was shown: a candidate that ranks an unseen document first is not
+    wrong for that, it is unknown. Scoring the order of the judged documents alone removes most of
+    the advantage the setup that produced the feedback would otherwise have over any challenger."""
+    return {q: [d for d in ranked if d in judged.get(q, ())] for q, ranked in run.items()}
 
 
 def ndcg_per_query(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]],

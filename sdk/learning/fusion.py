@@ -21,7 +21,7 @@ import numpy as np
 
 from sdk.core.fusion import fuse
 from sdk.core.types import Fusion, FusionMethod, HybridQuery
-from sdk.learning.evaluate import ndcg_per_query
+from sdk.learning.evaluate import condense, ndcg_per_query
 from sdk.retrieval.fusion import native_weights
 
 __all__ = ["FusionFit", "fit_fusion", "fusion_choices"]
@@ -100,8 +100,12 @@ def leg_rankings(pipeline: Any, queries: Mapping[str, str], *, limit: int = 10) 
 
 
 def fit_fusion(pipeline: Any, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], *,
-               current: Mapping[str, Any] | None = None, limit: int = 10) -> FusionFit | None:
-    """The best native fusion for ``queries`` (``None`` when the pipeline has fewer than two legs)."""
+               current: Mapping[str, Any] | None = None, limit: int = 10,
+               judged: Mapping[str, set[str]] | None = None) -> FusionFit | None:
+    """The best native fusion for ``queries`` (``None`` when the pipeline has fewer than two legs).
+
+    With ``judged`` (feedback: the documents shown or judged per query) every replayed ranking is
+    condensed to them before scoring (``sdk.learning.evaluate.condense``), as the gate does."""
     legs = pipeline._base.legs
     if len(legs) < 2:
         return None
@@ -110,8 +114,12 @@ def fit_fusion(pipeline: Any, queries: Mapping[str, str], qrels: Mapping[str, Ma
     kinds = {leg: (sim if leg == "dense" else "sparse") for leg in legs}
     choices = fusion_choices(pipeline.adapter.capabilities, legs, pipeline._base.fusion)
     scored = []
+    def score(change: Mapping[str, Any]) -> dict[str, float]:
+        run = _replay(runs, change, kinds, limit)  # what would be shown, then (feedback) condensed
+        return ndcg_per_query(condense(run, judged) if judged else run, qrels)
+
     for change in choices:
-        per_query = ndcg_per_query(_replay(runs, change, kinds, limit), qrels)
+        per_query = score(change)
         scored.append((float(np.mean(list(per_query.values()))) if per_query else 0.0, change))
     cur = dict(current or {})
     if cur.get("legs") is None:
@@ -121,7 +129,7 @@ def fit_fusion(pipeline: Any, queries: Mapping[str, str], qrels: Mapping[str, Ma
     if len(cur["legs"]) > 1 and cur.get("fusion") is None:
         f = pipeline._base.fusion
         cur["fusion"] = {"method": f.method.value, "k": f.k, "weights": dict(f.weights)}
-    cur_q = ndcg_per_query(_replay(runs, cur, kinds, limit), qrels)
+    cur_q = score(cur)
     current_ndcg = float(np.mean(list(cur_q.values()))) if cur_q else 0.0
     # Best first; among equals, the order of fusion_choices (single legs, then simple before weighted).
     ranked = sorted(range(len(scored)), key=lambda i: (-round(scored[i][0], 6), i))

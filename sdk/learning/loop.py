@@ -31,7 +31,7 @@ from sdk.core.registry import connect
 from sdk.core.store import VectorStore
 from sdk.feedback import FeedbackStore, LabelSet, export_labels, open_feedback_store
 from sdk.feedback.registry import Candidate, Registry, ServingState
-from sdk.learning.evaluate import ndcg_per_query, rank_queries
+from sdk.learning.evaluate import condense, ndcg_per_query, rank_queries
 from sdk.learning.fusion import fit_fusion
 from sdk.learning.gate import Gate, GateDecision
 from sdk.learning.train import document_texts, reranker_rows, train_candidate, triplet_rows
@@ -75,6 +75,12 @@ class LearnReport:
         return "\n".join(lines)
 
 
+def _judged(groups: Sequence[Any]) -> dict[str, set[str]]:
+    """Per query, the documents feedback says anything about: shown, chosen or rejected."""
+    return {g.query_id: {*g.shown, *(j.doc_id for j in g.positives), *(j.doc_id for j in g.negatives)}
+            for g in groups}
+
+
 def _model_path(model: Any) -> str | None:
     path = getattr(model, "model_path", None)
     return str(path) if path is not None else None
@@ -88,6 +94,8 @@ class Learner:
     collection is served with (objects, folders; default: what ``sdk sync`` recorded, else the
     packaged models); ``reranker_base`` a model to start a reranker from when none is served yet.
     ``ledger`` is the sync ledger (needed for encoder steps with a store given as an object).
+    The gate scores feedback on condensed lists (``sdk.learning.evaluate.condense``): each setup shows
+    its ``eval_depth`` hits and only the judged ones among them (shown before, chosen or rejected) count.
     ``settle_seconds``: how long an encoder promotion waits between recording the new serving state
     and moving the alias, so pipelines polling the registry (every 5 s by default) switch first.
     """
@@ -97,7 +105,7 @@ class Learner:
                  ledger: Any = None, artifacts: str | os.PathLike[str] | None = None, gate: Gate | None = None,
                  device: str | None = None, dev: tuple[str | os.PathLike[str], str] | None = None,
                  label_options: Mapping[str, Any] | None = None, train_options: Mapping[str, Any] | None = None,
-                 rerank_top: int = 30, settle_seconds: float = 10.0) -> None:
+                 rerank_top: int = 30, settle_seconds: float = 10.0, eval_depth: int = 10) -> None:
         self.store_url = store if isinstance(store, str) else None
         self.adapter = connect(store) if isinstance(store, str) else store
         self._owns_adapter = isinstance(store, str)
@@ -111,6 +119,7 @@ class Learner:
         self.train_options = dict(train_options or {})
         self.reranker_base = reranker_base
         self.settle_seconds = float(settle_seconds)
+        self.eval_depth = eval_depth
         self.artifacts = Path(artifacts or Path(os.environ.get("SDK_LEARN_DIR", "~/.local/share/retrieval-forge/"
                                                                               "candidates")).expanduser())
         dense, sparse, reranker = self._encoders(dense, sparse, reranker)
@@ -165,12 +174,16 @@ class Learner:
                              "feedback (or lower eval_fraction / split_time)")
         return labels
 
-    def _scores(self, serving: Any, queries: Mapping[str, str], qrels: Mapping[str, Any]) -> dict[str, float]:
-        return ndcg_per_query(rank_queries(self.pipeline, queries, serving), qrels)
+    def _scores(self, serving: Any, queries: Mapping[str, str], qrels: Mapping[str, Any],
+                judged: Mapping[str, set[str]] | None = None) -> dict[str, float]:
+        run = rank_queries(self.pipeline, queries, serving, limit=self.eval_depth)
+        return ndcg_per_query(condense(run, judged) if judged else run, qrels)
 
     def _judge(self, labels: LabelSet, current: Any, candidate: Any) -> tuple[GateDecision, dict[str, Any]]:
         queries, qrels = labels.queries("eval"), labels.qrels("eval")
-        decision = self.gate.decide(self._scores(current, queries, qrels), self._scores(candidate, queries, qrels))
+        judged = _judged(labels.eval)
+        decision = self.gate.decide(self._scores(current, queries, qrels, judged),
+                                    self._scores(candidate, queries, qrels, judged))
         detail: dict[str, Any] = {"feedback": decision.to_dict()}
         if self.dev is not None:
             from sdk.evaluation.beir import load_beir
@@ -186,11 +199,17 @@ class Learner:
         return decision, detail
 
     # ---- the loop ---------------------------------------------------------------------------
-    def learn(self, steps: Sequence[str] = ("fusion", "reranker", "dense"), *, dry_run: bool = False) -> LearnReport:
+    def learn(self, steps: Sequence[str] = ("fusion", "reranker", "dense"), *, dry_run: bool = False,
+              labels: LabelSet | None = None) -> LearnReport:
+        """Run ``steps`` cheapest first; ``labels`` replaces the export from the feedback store (e.g. a
+        file written by ``sdk feedback export`` and curated, read with ``LabelSet.from_jsonl``)."""
         unknown = [s for s in steps if s not in STEPS]
         if unknown:
             raise ConfigError(f"unknown learning step(s) {unknown}; choose from {', '.join(STEPS)}")
-        labels = self.labels()
+        if labels is None:
+            labels = self.labels()
+        elif not labels.eval:
+            raise InputError("the labels have no held-out (eval) queries; the gate needs them")
         results = []
         for step in sorted(steps, key=STEPS.index):  # cheapest first
             try:
@@ -221,7 +240,8 @@ class Learner:
     def _learn_fusion(self, labels: LabelSet, dry_run: bool) -> StepResult:
         state, current = self._current()
         fit = fit_fusion(self.pipeline, labels.queries("train"), labels.qrels("train"),
-                         current={"legs": list(state.legs) if state.legs else None, "fusion": state.fusion})
+                         current={"legs": list(state.legs) if state.legs else None, "fusion": state.fusion},
+                         judged=_judged(labels.train))
         if fit is None:
             return StepResult("fusion", None, "skipped", "one leg only: nothing to fuse")
         same = fit.change.get("legs") == list(current.legs) and (

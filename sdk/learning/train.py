@@ -88,7 +88,7 @@ def triplet_rows(groups: Sequence[QueryLabels], texts: dict[str, str], *, max_re
 
 def train_candidate(kind: str, base: str | os.PathLike[str], rows: dict[str, list[Any]], output: str | Path, *,
                     epochs: float = 1.0, batch_size: int = 16, learning_rate: float = 2e-5, seed: int = 12,
-                    device: str | None = None) -> Path:
+                    max_steps: int = -1, device: str | None = None) -> Path:
     """Fine-tune a copy of the model at ``base`` on ``rows`` and save it to ``output`` (returned)."""
     from datasets import Dataset
 
@@ -113,7 +113,7 @@ def train_candidate(kind: str, base: str | os.PathLike[str], rows: dict[str, lis
     out = Path(output)
     args = args_cls(output_dir=str(out / "checkpoints"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
                     learning_rate=learning_rate, warmup_steps=0.1, seed=seed, save_strategy="no", eval_strategy="no",
-                    logging_steps=50, report_to=[], disable_tqdm=True,
+                    logging_steps=50, report_to=[], disable_tqdm=True, max_steps=max_steps,
                     batch_sampler="batch_sampler" if kind == "cross" else "no_duplicates")
     trainer = trainer_cls(model=model, args=args, train_dataset=Dataset.from_dict(rows))
     trainer.train()

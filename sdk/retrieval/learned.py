@@ -90,6 +90,9 @@ class LearnedSettings:
 
     def refresh(self) -> bool:
         """One poll: apply a newer serving state if there is one; ``True`` when it switched. Never raises."""
+        if self.registry.store._closed:  # the feedback store was closed under us: nothing left to follow
+            self._stop.set()
+            return False
         try:
             if self.registry.version(self.collection) == self.version:
                 return False
