@@ -222,7 +222,8 @@ def stage_cross(args: argparse.Namespace) -> dict[str, Any]:
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(len(negatives))))
     trainer = CrossEncoderTrainer(model=model, train_dataset=data, loss=loss, args=trainer_args(
         CrossEncoderTrainingArguments, str(WORK / "cross_ckpt"), args, batch_sampler="batch_sampler",
-        learning_rate=args.cross_lr))
+        learning_rate=args.cross_lr,
+        learning_rate_mapping={r"classifier\.": args.cross_head_lr} if args.cross_head_lr else None))
     log(f"cross: training on {len(data)} labelled pairs")
     output = trainer.train()
     trainer.save_model(str(WORK / "cross_model"))
@@ -335,6 +336,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--sparse-lr", type=float, default=5e-5)
     p.add_argument("--cross-lr", type=float, default=5e-5, help="a fresh classification head wants more than 2e-5")
+    p.add_argument("--cross-head-lr", type=float, default=1e-3,
+                   help="learning rate of the fresh classification head (learning_rate_mapping); 0: same as --cross-lr")
     p.add_argument("--q-reg", type=float, default=5e-5)
     p.add_argument("--d-reg", type=float, default=3e-5)
     p.add_argument("--speed-rows", type=int, default=1024)

@@ -33,6 +33,11 @@ _LAZY: dict[str, str] = {
     "register_adapter": "sdk.core.registry",
     "RetrievalPipeline": "sdk.retrieval.pipeline",
     "Retriever": "sdk.retrieval.retriever",
+    "FeedbackStore": "sdk.feedback.store",
+    "open_feedback_store": "sdk.feedback.backends",
+    "export_labels": "sdk.feedback.labels",
+    "Learner": "sdk.learning.loop",
+    "Gate": "sdk.learning.gate",
     **{name: "sdk.core.errors" for name in _ERRORS},
     **{name: "sdk.core.types" for name in _VALUES},
 }
@@ -82,6 +87,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only; runtime access g
     from sdk.encoders.cross_encoder import CrossEncoder as CrossEncoder
     from sdk.encoders.dense import DenseEncoder as DenseEncoder
     from sdk.encoders.sparse import SparseEncoder as SparseEncoder
+    from sdk.feedback.backends import open_feedback_store as open_feedback_store
+    from sdk.feedback.labels import export_labels as export_labels
+    from sdk.feedback.store import FeedbackStore as FeedbackStore
+    from sdk.learning.gate import Gate as Gate
+    from sdk.learning.loop import Learner as Learner
     from sdk.retrieval.pipeline import RetrievalPipeline as RetrievalPipeline
     from sdk.retrieval.retriever import Retriever as Retriever
 

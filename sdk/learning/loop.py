@@ -111,7 +111,9 @@ class Learner:
         self._owns_adapter = isinstance(store, str)
         self.feedback = open_feedback_store(feedback)
         self._owns_feedback = self.feedback is not feedback
-        self.collection, self.ledger, self.device = collection, ledger, device
+        self.collection, self.device = collection, device
+        self._owns_ledger = False
+        self.book = self._open_ledger(ledger)
         self.registry = Registry(self.feedback)
         self.gate = gate or Gate()
         self.dev = dev
@@ -127,16 +129,31 @@ class Learner:
                                           rerank_top=rerank_top, limit=10, learned=False, device=device)
 
     # ---- setup ------------------------------------------------------------------------------
-    def _sync_state(self) -> dict[str, Any]:
-        from sdk.sync import _opened
+    def _open_ledger(self, ledger: Any) -> Any:
+        """The sync ledger of the collection (``None`` when it was not built by sync), opened once: the
+        store is never connected a second time (an embedded store may allow one client only)."""
+        from sdk.sync.ledger import Ledger, ledger_dir, ledger_key
 
-        if self.store_url is None and self.ledger is None:
+        if isinstance(ledger, Ledger):
+            return ledger
+        if ledger is not None:
+            key = ledger_key(self.store_url, self.collection) if self.store_url else \
+                f"{self.collection}-{self.adapter.capabilities.name}"
+            self._owns_ledger = True
+            return Ledger.open(ledger, key=key)
+        if self.store_url is None:
+            return None
+        key = ledger_key(self.store_url, self.collection)
+        if not (ledger_dir() / f"{key}.sqlite").is_file():
+            return None
+        self._owns_ledger = True
+        return Ledger.open(None, key=key)
+
+    def _sync_state(self) -> dict[str, Any]:
+        if self.book is None:
             return {}
-        try:
-            with _opened(self.store_url or self.adapter, self.collection, self.ledger) as (_, book):
-                return {"live": book.get("live"), "sources": book.get("sources") or {}, "staged": book.get("staged")}
-        except Exception:  # noqa: BLE001 - no ledger: the collection was not built by sync
-            return {}
+        return {"live": self.book.get("live"), "sources": self.book.get("sources") or {},
+                "staged": self.book.get("staged")}
 
     def _encoders(self, dense: Any, sparse: Any, reranker: Any) -> tuple[Any, Any, Any]:
         from sdk.sync import load_encoders
@@ -154,6 +171,8 @@ class Learner:
 
     def close(self) -> None:
         self.pipeline.close()
+        if self._owns_ledger:
+            self.book.close()
         if self._owns_feedback:
             self.feedback.close()
         if self._owns_adapter:
@@ -297,7 +316,7 @@ class Learner:
         models = {kind: str(folder), **other}
         staged = None
         for spec in sources.values():
-            report = sync(spec, self.store_url or self.adapter, self.collection, ledger=self.ledger, stage=True,
+            report = sync(spec, self.adapter, self.collection, ledger=self.book, stage=True,
                           device=self.device, progress=False, **models)
             staged = report.staged or staged
         if staged is None:
@@ -308,7 +327,7 @@ class Learner:
         result = self._record(kind, labels, change, decision, detail, dry_run, base=base, artifact=str(folder),
                               config={**options, "rows": len(rows["anchor"]), "sources": sources, "models": models})
         if result.decision == "refused":
-            discard_staged(self.store_url or self.adapter, self.collection, ledger=self.ledger)
+            discard_staged(self.adapter, self.collection, ledger=self.book)
         return result
 
     # ---- promotion and rollback -------------------------------------------------------------
@@ -334,12 +353,12 @@ class Learner:
         models = dict(cand.config.get("models") or {})
         sources = list((cand.config.get("sources") or {}).values())
         for spec in sources:
-            sync(spec, self.store_url or self.adapter, self.collection, ledger=self.ledger, device=self.device,
+            sync(spec, self.adapter, self.collection, ledger=self.book, device=self.device,
                  progress=False, stage=True, **models)
         state = self.registry.promote(cand.candidate_id, reason=cand.reason or "promoted")
         time.sleep(self.settle_seconds)
         for spec in sources:
-            sync(spec, self.store_url or self.adapter, self.collection, ledger=self.ledger, device=self.device,
+            sync(spec, self.adapter, self.collection, ledger=self.book, device=self.device,
                  progress=False, **models)
         return state
 
@@ -354,7 +373,7 @@ class Learner:
         if current.physical != before.physical:
             from sdk.sync import rollback as sync_rollback
 
-            sync_rollback(self.store_url or self.adapter, self.collection, ledger=self.ledger)
+            sync_rollback(self.adapter, self.collection, ledger=self.book)
         return self.registry.rollback(self.collection)
 
 

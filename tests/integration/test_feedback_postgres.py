@@ -32,7 +32,7 @@ def prefix() -> Iterator[str]:
     name = f"Fb_{uuid.uuid4().hex[:8]}"  # mixed case: only correct identifier quoting finds these tables again
     yield name
     with psycopg.connect(URL, autocommit=True) as conn:
-        for suffix in ("shown", "impressions", "events"):
+        for suffix in ("shown", "impressions", "events", "candidates", "serving"):
             conn.execute(psycopg.sql.SQL("DROP TABLE IF EXISTS {}").format(psycopg.sql.Identifier(f"{name}_{suffix}")))
 
 
@@ -61,7 +61,7 @@ def test_impressions_and_signals_round_trip(prefix: str) -> None:
         assert store.flush(timeout=30)
         imp = store.impression(result.search_id)
         events = store.events()
-    assert _tables(prefix) == {f"{prefix}_impressions", f"{prefix}_shown", f"{prefix}_events"}
+    assert _tables(prefix) == {f"{prefix}_{t}" for t in ("impressions", "shown", "events", "candidates", "serving")}
     assert imp is not None and imp.query == "install debian package" and imp.physical_collection == "docs"
     assert [h.doc_id for h in imp.hits] == [h.id for h in result] and [h.position for h in imp.hits] == [1, 2, 3, 4, 5]
     assert all(set(h.scores) == {"fused", "rerank"} for h in imp.hits)
@@ -102,3 +102,27 @@ def test_a_broken_database_never_breaks_search(prefix: str) -> None:
 def test_a_bad_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="cannot use the feedback database"):
         PostgresFeedbackStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_registry_promotes_and_rolls_back_in_postgres(prefix: str) -> None:
+    """The registry shares the feedback database: candidates, serving rows, and a pipeline that follows them."""
+    from sdk.feedback.registry import Registry
+
+    store = PostgresFeedbackStore(URL, table_prefix=prefix)
+    adapter = MemoryAdapter()
+    pipe = RetrievalPipeline(FakeDense(), FakeSparse(), store=adapter, collection="kb", feedback=store,
+                             refresh_seconds=0)
+    try:
+        pipe.add_documents(fake_documents(20))
+        reg = Registry(store)
+        cand = reg.add("kb", "fusion", change={"legs": ["dense"]}, data_hash="abc", metrics={"ndcg": 0.5})
+        assert reg.promote(cand.candidate_id).version == 1
+        assert pipe.refresh_learned() and pipe.legs == ("dense",)
+        assert reg.candidate(cand.candidate_id).decision == "promoted"
+        now, undone = reg.rollback("kb")
+        assert undone.candidate_id == cand.candidate_id and now.legs is None
+        assert pipe.refresh_learned() and pipe.legs == ("dense", "sparse")
+        assert [h["action"] for h in reg.history("kb")] == ["promote", "rollback"]
+    finally:
+        pipe.close()
+        store.close()
