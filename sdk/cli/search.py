@@ -29,6 +29,8 @@ def register(sub: Any) -> None:
     lexical.add_argument("--no-sparse", action="store_true", help="query the dense leg only")
     p.add_argument("--ledger", default=None, help="the sync ledger, when not in the default place")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--feedback", default=None, help="feedback store (SQLite path or URL): record this search and "
+                   "serve what sdk learn promoted for the collection")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 
@@ -67,18 +69,22 @@ def run(args: argparse.Namespace) -> int:
         dense, sparse, _ = load_encoders(adapter, dense_model, sparse_model, args.device)
         reranker = CrossEncoder(args.reranker, device=args.device) if args.reranker else None
         pipeline = RetrievalPipeline(dense, sparse, store=adapter, collection=args.collection, reranker=reranker,
-                                     limit=args.limit)
-        result = pipeline.search(args.query, limit=args.limit)
+                                     limit=args.limit, feedback=args.feedback, refresh_seconds=0,
+                                     device=args.device)
+        try:
+            result = pipeline.search(args.query, limit=args.limit)
+        finally:
+            pipeline.close()
     finally:
         adapter.close()
     hits = [{"id": h.id, "score": h.score, "text": h.text, "metadata": dict(h.metadata),
              "scores": dict(h.scores_by_stage)} for h in result]
     if args.json:
-        print(json.dumps({"query": args.query, "collection": spec.name, "hits": hits,
-                          "timings": result.timings}, default=str))
+        print(json.dumps({"query": args.query, "collection": spec.name, "search_id": result.search_id,
+                          "hits": hits, "timings": result.timings}, default=str))
         return 0
     print(f"{len(hits)} hits for {args.query!r} in {args.collection} ({spec.name}), "
-          f"{1000 * result.timings.get('total', 0.0):.0f} ms")
+          f"{1000 * result.timings.get('total', 0.0):.0f} ms, search id {result.search_id}")
     for rank, hit in enumerate(hits, start=1):
         text = " ".join((hit["text"] or "").split())
         print(f"{rank:>2}. {hit['score']:.4f}  {hit['id']}\n    {text[:160]}{'...' if len(text) > 160 else ''}")

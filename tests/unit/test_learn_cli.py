@@ -61,6 +61,12 @@ def test_learn_promote_list_and_rollback(world: dict[str, Any], capsys: pytest.C
         reg_store.close()
     assert main(["promote", step["candidate_id"], *args, "--force"]) == 0
     assert "now serves version 1" in capsys.readouterr().out
+    assert main(["search", "apt dpkg help", "--store", world["store"], "--collection", "kb", "--feedback",
+                 world["feedback"], "--json"]) == 0  # serves the promotion and records the search
+    found = json.loads(capsys.readouterr().out)
+    assert len(found["search_id"]) == 32 and found["hits"]
+    assert main(["feedback", "stats", "--feedback", world["feedback"], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["impressions"] == 2 * len(queries()) + 1
     assert main(["learn", *args, "--list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [c["decision"] for c in listed["candidates"]] == ["promoted"]
