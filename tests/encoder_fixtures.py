@@ -40,6 +40,33 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
         return [json.loads(line) for line in islice(fh, limit)]
 
 
+def mini_pyfaq(out: Path, queries: int, docs: int | None, chars: int, distractors: int = 0) -> Path:
+    """A small real BEIR folder: the first ``queries`` pyfaq test queries, their answers and
+    distractors (up to ``docs`` documents in all, or ``distractors`` of them), texts cut to ``chars``
+    characters (split ``test``)."""
+    import pytest
+
+    src = data_root() / "pyfaq"
+    if not (src / "corpus.jsonl").is_file():
+        pytest.fail(f"pyfaq not found under {src.parent}; set SDK_DATA_DIR")
+    rows = [r.split("\t") for r in (src / "qrels" / "test.tsv").read_text(encoding="utf8").splitlines()[1:]]
+    qids = list(dict.fromkeys(q for q, _, _ in rows))[:queries]
+    rows = [r for r in rows if r[0] in qids]
+    relevant = {d for _, d, _ in rows}
+    corpus = read_jsonl(src / "corpus.jsonl")
+    keep = [d for d in corpus if d["_id"] in relevant]
+    extra = distractors if docs is None else max(docs - len(keep), 0)
+    keep += [d for d in corpus if d["_id"] not in relevant][:extra]
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    (out / "corpus.jsonl").write_text("".join(json.dumps({**d, "text": d["text"][:chars]}) + "\n" for d in keep),
+                                      encoding="utf8")
+    (out / "queries.jsonl").write_text("".join(
+        json.dumps(q) + "\n" for q in read_jsonl(src / "queries.jsonl") if q["_id"] in qids), encoding="utf8")
+    (out / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows),
+                                            encoding="utf8")
+    return out
+
+
 def tiny_tokenizer():
     """A lower-casing WordPiece tokenizer over a ~150-token vocabulary."""
     from transformers import BertTokenizerFast

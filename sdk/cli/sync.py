@@ -121,6 +121,9 @@ def run_status(args: argparse.Namespace) -> int:
                 f"encoder: {info['encoder']}\nversions kept: {', '.join(info['versions'])}\n"
                 f"last run: {last.get('finished', 'never')} ({last.get('added', 0)} added, "
                 f"{last.get('updated', 0)} updated, {last.get('deleted', 0)} deleted)")
+        if info.get("staged"):
+            done = "complete" if info.get("staged_complete") else "incomplete"
+            text += f"\nstaged candidate: {info['staged']} ({done}; sdk learn promotes or drops it)"
     _print(args, info, text)
     return 0
 

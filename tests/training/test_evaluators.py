@@ -36,7 +36,13 @@ from sdk.evaluation import (
 )
 from sdk.evaluation.correlation import pearson_correlation, spearman_correlation
 from sdk.util import cos_sim, dot_score
-from tests.encoder_fixtures import build_tiny_cross_encoder, data_root, read_jsonl, splade_tiny_dir
+from tests.encoder_fixtures import (
+    build_tiny_cross_encoder,
+    data_root,
+    mini_pyfaq,
+    read_jsonl,
+    splade_tiny_dir,
+)
 
 st = pytest.importorskip("sentence_transformers")
 from sentence_transformers.base.evaluation import SequentialEvaluator as STSequential  # noqa: E402
@@ -68,23 +74,7 @@ def assert_same_metrics(ours: dict[str, float], theirs: dict[str, float], tol: f
 @pytest.fixture(scope="module")
 def mini_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BEIR folder: the first pyfaq test queries, their answers and distractors, texts shortened."""
-    src = data_root() / "pyfaq"
-    if not (src / "corpus.jsonl").is_file():
-        pytest.fail(f"pyfaq not found under {src.parent}; set SDK_DATA_DIR")
-    rows = [r.split("\t") for r in (src / "qrels" / "test.tsv").read_text(encoding="utf8").splitlines()[1:]]
-    qids = list(dict.fromkeys(q for q, _, _ in rows))[:N_QUERIES]
-    rows = [r for r in rows if r[0] in qids]
-    relevant = {d for _, d, _ in rows}
-    docs = read_jsonl(src / "corpus.jsonl")
-    keep = [d for d in docs if d["_id"] in relevant]
-    keep += [d for d in docs if d["_id"] not in relevant][: N_DOCS - len(keep)]
-    out = tmp_path_factory.mktemp("mini-pyfaq")
-    (out / "qrels").mkdir()
-    (out / "corpus.jsonl").write_text("".join(json.dumps({**d, "text": d["text"][:CHARS]}) + "\n" for d in keep))
-    (out / "queries.jsonl").write_text("".join(
-        json.dumps(q) + "\n" for q in read_jsonl(src / "queries.jsonl") if q["_id"] in qids))
-    (out / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
-    return out
+    return mini_pyfaq(tmp_path_factory.mktemp("mini-pyfaq"), N_QUERIES, N_DOCS, CHARS)
 
 
 @pytest.fixture(scope="module")

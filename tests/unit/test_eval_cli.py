@@ -19,8 +19,8 @@ from sdk.evaluation import (
     score_run,
 )
 from sdk.retrieval import RetrievalPipeline
-from tests.conftest import build_tiny_bert, data_dir
-from tests.encoder_fixtures import build_tiny_cross_encoder, build_tiny_mlm
+from tests.conftest import build_tiny_bert
+from tests.encoder_fixtures import build_tiny_cross_encoder, build_tiny_mlm, mini_pyfaq
 from tests.unit.retrieval_fakes import FakeDense, FakeReranker, FakeSparse
 
 N_QUERIES = 6
@@ -38,23 +38,7 @@ def test_map_at_k_by_hand() -> None:
 @pytest.fixture(scope="module")
 def mini_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real BEIR folder: a few pyfaq test queries, their answers and 40 distractors."""
-    src = data_dir() / "pyfaq"
-    if not (src / "corpus.jsonl").is_file():
-        pytest.fail(f"pyfaq not found under {src.parent}; set SDK_DATA_DIR")
-    rows = [r.split("\t") for r in (src / "qrels" / "test.tsv").read_text(encoding="utf8").splitlines()[1:]]
-    qids = list(dict.fromkeys(q for q, _, _ in rows))[:N_QUERIES]
-    rows = [r for r in rows if r[0] in qids]
-    relevant = {d for _, d, _ in rows}
-    docs = [json.loads(line) for line in (src / "corpus.jsonl").read_text(encoding="utf8").splitlines()]
-    keep = [d for d in docs if d["_id"] in relevant] + [d for d in docs if d["_id"] not in relevant][:40]
-    out = tmp_path_factory.mktemp("mini-beir")
-    (out / "qrels").mkdir()
-    (out / "corpus.jsonl").write_text("".join(json.dumps({**d, "text": d["text"][:300]}) + "\n" for d in keep))
-    (out / "queries.jsonl").write_text("".join(
-        line + "\n" for line in (src / "queries.jsonl").read_text(encoding="utf8").splitlines()
-        if json.loads(line)["_id"] in qids))
-    (out / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
-    return out
+    return mini_pyfaq(tmp_path_factory.mktemp("mini-beir"), N_QUERIES, None, 300, distractors=40)
 
 
 def test_retrieval_and_reranker_evaluators(mini_beir: Path) -> None:
