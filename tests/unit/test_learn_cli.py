@@ -85,3 +85,39 @@ def test_learn_cli_errors_are_one_line(world: dict[str, Any], capsys: pytest.Cap
     assert "FOLDER:SPLIT" in capsys.readouterr().err
     assert main(["promote", "no-such-candidate", *args]) == 1
     assert "sdk learn --list" in capsys.readouterr().err
+
+
+def test_encoder_steps_stage_promote_and_roll_back(world: dict[str, Any], tmp_path: Path) -> None:
+    """Dense and sparse candidates are trained, staged through sync (alias untouched), promoted (alias
+    and serving state move, a following pipeline switches encoder and collection) and rolled back."""
+    from sdk.core.registry import connect
+    from sdk.learning import Gate, Learner
+    from sdk.sync import status
+
+    adapter = connect(world["store"])
+    try:
+        live = adapter.describe("kb").name
+        book = _ledger(world)  # the ledger `sdk sync` used: a store given as an object needs it named
+        with Learner(adapter, "kb", world["feedback"], ledger=book, gate=Gate(margin=0.0, min_queries=1),
+                     settle_seconds=0.0, train_options={"max_steps": 2, "batch_size": 8}) as learner:
+            report = learner.learn(["dense", "sparse"], dry_run=True)
+            dense, sparse = report.steps
+            assert (dense.kind, dense.decision, sparse.kind, sparse.decision) == ("dense", "pending", "sparse", "pending")
+            staged = status(adapter, "kb", ledger=learner.book)["staged"]
+            assert staged and staged != live and adapter.describe("kb").name == live
+            learner.promote(sparse.candidate_id, force=True)
+            assert adapter.describe("kb").name == staged
+            serving = learner.registry.serving("kb")
+            assert serving.physical == staged and serving.sparse.endswith(
+                Path(learner.registry.candidate(sparse.candidate_id).artifact).name)
+            learner.rollback()
+            assert adapter.describe("kb").name == live and learner.registry.serving("kb").physical is None
+        book.close()
+    finally:
+        adapter.close()
+
+
+def _ledger(world: dict[str, Any]) -> Any:
+    from sdk.sync.ledger import Ledger, ledger_key
+
+    return Ledger.open(None, key=ledger_key(world["store"], "kb"))
