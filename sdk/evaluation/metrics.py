@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["map_at_k", "mrr_at_k", "ndcg_at_k", "recall_at_k", "score_run"]
+__all__ = ["map_at_k", "mrr_at_k", "ndcg_at_k", "ndcg_by_query", "recall_at_k", "score_run"]
 
 Run = Mapping[str, Sequence[str]]
 Qrels = Mapping[str, Mapping[str, int]]
@@ -15,16 +15,23 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10) -> float:
-    """Normalised discounted cumulative gain with gains equal to the relevance grade."""
-    scores = []
+def ndcg_by_query(run: Run, qrels: Qrels, k: int = 10) -> dict[str, float | None]:
+    """nDCG@k of each query of ``qrels`` (gains = relevance grades); ``None`` for a query without a
+    positive judgement, which no ranking can score."""
+    out: dict[str, float | None] = {}
     for qid, rels in qrels.items():
         ranked = list(run.get(qid, []))[:k]
         dcg = sum(rels.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked))
         ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:k]
         idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-        scores.append(dcg / idcg if idcg > 0 else 0.0)
-    return _mean(scores)
+        out[qid] = dcg / idcg if idcg > 0 else None
+    return out
+
+
+def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10) -> float:
+    """Normalised discounted cumulative gain with gains equal to the relevance grade (a query
+    without a positive judgement counts as 0)."""
+    return _mean([v or 0.0 for v in ndcg_by_query(run, qrels, k).values()])
 
 
 def recall_at_k(run: Run, qrels: Qrels, k: int = 100) -> float:

@@ -7,9 +7,10 @@ both run the pipeline's own search path (native hybrid query, reranking) under t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from sdk.evaluation.metrics import ndcg_by_query
 
 __all__ = ["condense", "ndcg_per_query", "rank_queries"]
 
@@ -25,16 +26,8 @@ def condense(run: Mapping[str, Sequence[str]], judged: Mapping[str, set[str]]) -
 
 def ndcg_per_query(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]],
                    k: int = 10) -> dict[str, float]:
-    """nDCG@k of each judged query (gains = relevance grades; a query with no positive is skipped)."""
-    out: dict[str, float] = {}
-    for qid, rels in qrels.items():
-        ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:k]
-        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-        if idcg <= 0:
-            continue
-        ranked = list(run.get(qid, ()))[:k]
-        out[qid] = sum(rels.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked)) / idcg
-    return out
+    """nDCG@k of each judged query; a query with no positive is left out (the gate pairs queries)."""
+    return {q: v for q, v in ndcg_by_query(run, qrels, k).items() if v is not None}
 
 
 def rank_queries(pipeline: Any, queries: Mapping[str, str], serving: Any = None, *, limit: int = 10,
