@@ -152,8 +152,7 @@ class Learner:
     def _sync_state(self) -> dict[str, Any]:
         if self.book is None:
             return {}
-        return {"live": self.book.get("live"), "sources": self.book.get("sources") or {},
-                "staged": self.book.get("staged")}
+        return {"live": self.book.get("live"), "sources": self.book.get("sources") or {}}
 
     def _encoders(self, dense: Any, sparse: Any, reranker: Any) -> tuple[Any, Any, Any]:
         from sdk.sync import load_encoders
