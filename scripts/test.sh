@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/browser.sh  # headless Chromium for the HTML report test (Debian's package; no-op when present)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # The BEIR test data lives beside the checkout (../shared/data); a clone elsewhere finds the workspace copy.
 if [ -z "${SDK_DATA_DIR:-}" ]; then

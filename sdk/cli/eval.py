@@ -18,27 +18,97 @@ with the same evaluators training uses (``sdk.evaluation``):
 top ``--rerank-top`` hits of the dense (``--mode sparse``: sparse) model and also reports the
 first stage's figures (``base_*``). ``--max-corpus`` keeps the relevant documents plus others up
 to that many.
+
+Several modes in one run (the collection is indexed once) and the files for looking closer:
+
+    sdk eval --dataset DIR --store memory:// --mode all --reranker ./my-ce \
+        --run-file run.trec --per-query per_query.jsonl --report report.html
+
+``--mode`` takes a comma list of ``dense``, ``sparse``, ``hybrid`` and their reranked forms
+(``hybrid+rerank``), or ``all`` (the three, plus ``hybrid+rerank`` with ``--reranker``). With
+``--reranker`` and no ``+rerank`` mode listed, every listed mode is reranked (as a single
+``--mode`` always was). ``--run-file``: a TREC run (``qid Q0 docid rank score tag``, tag = mode)
+holding every mode, or one file per mode when the path contains ``{mode}``; ``--per-query``: one
+JSON line per (query, mode) with every figure, the top 10 ids and the relevant ids;
+``--report``: one self-contained HTML file (inline SVG charts, no network): metrics per mode,
+a per-query dense vs hybrid nDCG@10 scatter, recall@k curves and the queries, worst first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from sdk.core.errors import CapabilityError, InputError
 
-__all__ = ["register", "run"]
+__all__ = ["Mode", "parse_modes", "register", "run"]
 
 MODES = ("dense", "sparse", "hybrid")
 EVALUATORS = ("pipeline", "ir", "rerank")
 RETRIEVE = 100  # hits per query: Recall@100 needs them
+RERANKED = "+rerank"
+EPILOG = """files (--evaluator pipeline):
+  --run-file run.trec          TREC run, 'qid Q0 docid rank score mode' per hit; '{mode}' in the path
+                               writes one file per mode (trec_eval reads one run per file)
+  --per-query per_query.jsonl  one JSON line per (query, mode): every metric, top 10 ids, relevant ids
+  --report report.html         one self-contained HTML file: metrics per mode, dense vs hybrid scatter,
+                               recall@k curves, queries worst first (inline SVG, no network)
+example:
+  sdk eval --dataset ../shared/data/pyfaq --store memory:// --mode all \\
+      --run-file run.trec --per-query per_query.jsonl --report report.html"""
+
+
+class Mode(NamedTuple):
+    """One evaluated configuration: ``tag`` names it in every output (``hybrid+rerank``)."""
+
+    tag: str
+    base: str  # dense, sparse or hybrid: the legs queried
+    rerank: bool
+
+
+def parse_modes(text: str, reranker: str | None) -> list[Mode]:
+    """``--mode``: a comma list of dense / sparse / hybrid (``+rerank`` for the reranked form) or ``all``."""
+    tokens = [t.strip() for t in str(text).split(",") if t.strip()]
+    if tokens == ["all"]:
+        tokens = [*MODES, *(["hybrid" + RERANKED] if reranker else [])]
+    bad = [t for t in tokens if t.removesuffix(RERANKED) not in MODES]
+    if not tokens or bad:
+        raise InputError(f"--mode {text!r}: use dense, sparse, hybrid, their reranked form (hybrid+rerank), "
+                         f"a comma list of those (dense,hybrid) or all")
+    if len(set(tokens)) != len(tokens):
+        raise InputError(f"--mode {text!r} names a mode twice; list each once")
+    explicit = any(t.endswith(RERANKED) for t in tokens)
+    if explicit and not reranker:
+        raise InputError(f"--mode {text!r} reranks, which needs --reranker (a cross-encoder folder or hub id)")
+    if reranker and not explicit:  # the reranker applies to every listed mode, as with one --mode
+        tokens = [t + RERANKED for t in tokens]
+    return [Mode(t, t.removesuffix(RERANKED), t.endswith(RERANKED)) for t in tokens]
+
+
+def _output_path(value: str | None, flag: str) -> Path | None:
+    """Where the user asked for a file, refused before any work if it cannot be written there."""
+    if value is None:
+        return None
+    path = Path(value)
+    folders = {path.parent} | ({Path(value.replace("{mode}", "x")).parent} if "{mode}" in value else set())
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputError(f"{flag}: the folder {folder} does not exist; create it or pass another path")
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"{flag}: the folder {folder} is not writable; fix its permissions or pass another path")
+    if path.is_dir():
+        raise InputError(f"{flag} {value} is a folder; pass a file path, e.g. {path / 'out'}")
+    return path
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("eval", help="evaluate retrieval on a BEIR dataset against a database (or a model directly)")
+    p = sub.add_parser("eval", help="evaluate retrieval on a BEIR dataset against a database (or a model directly)",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     p.add_argument("--store", default=None,
                    help="database URL, e.g. qdrant+local::memory: or postgresql://... (needed by --evaluator pipeline)")
@@ -46,7 +116,9 @@ def register(sub: Any) -> None:
                    help="pipeline: index into --store and search it (default); ir / rerank: score the models "
                         "directly, no database")
     p.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
-    p.add_argument("--mode", default="hybrid", choices=MODES, help="which legs to query (default: hybrid)")
+    p.add_argument("--mode", default="hybrid",
+                   help="legs to query: dense, sparse, hybrid, a reranked form (hybrid+rerank), a comma list "
+                        "(dense,sparse,hybrid) or all (default: hybrid; ir / rerank take one of the three)")
     p.add_argument("--reranker", default=None, help="cross-encoder folder to rerank with")
     p.add_argument("--rerank-top", type=int, default=100, help="hits the reranker rescores (default: 100)")
     p.add_argument("--dense-model", default=None, help="dense model folder or hub id (default: all-MiniLM-L6-v2)")
@@ -60,21 +132,48 @@ def register(sub: Any) -> None:
                    help="allow client-side fusion when the store has no native form of the fusion")
     p.add_argument("--keep", action="store_true", help="keep the collection instead of dropping it")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--run-file", default=None,
+                   help="write a TREC run here (tag = mode; {mode} in the path: one file per mode)")
+    p.add_argument("--per-query", default=None, help="write per-query metrics here (JSON lines, one per query and mode)")
+    p.add_argument("--report", default=None, help="write a self-contained HTML report with charts here")
     p.set_defaults(handler=run)
 
 
-def _encoders(args: argparse.Namespace, caps: Any) -> tuple[Any, Any, bool]:
-    """(dense, sparse, text_leg) to query with, for the mode on this store."""
+def _encoders(args: argparse.Namespace, caps: Any, modes: list[Mode]) -> tuple[Any, Any, bool]:
+    """(dense, sparse, text_leg) the modes need on this store: one index serves them all."""
     from sdk.encoders.dense import DenseEncoder
     from sdk.encoders.sparse import SparseEncoder
 
-    lexical = args.mode in ("sparse", "hybrid")
+    lexical = any(m.base in ("sparse", "hybrid") for m in modes)
     text_leg = lexical and not caps.sparse and caps.text_leg
     if lexical and not caps.sparse and not caps.text_leg:
         raise CapabilityError(f"{caps.name} has neither sparse vectors nor a BM25 leg; use --mode dense")
-    dense = DenseEncoder(args.dense_model, device=args.device) if args.mode != "sparse" or text_leg else None
+    needs_dense = any(m.base != "sparse" for m in modes) or text_leg
+    dense = DenseEncoder(args.dense_model, device=args.device) if needs_dense else None
     sparse = SparseEncoder(args.sparse_model, device=args.device) if lexical and caps.sparse else None
     return dense, sparse, text_leg
+
+
+def _evaluate_mode(mode: Mode, searcher: Any, evaluator: Any) -> Any:
+    """One mode's queries through ``searcher``, keeping each hit's score and each query's time
+    (the TREC run and the per-query file need them; ``EvaluationResult.run`` has ids only)."""
+    from sdk.evaluation.report import ModeResult
+
+    hits: dict[str, list[tuple[str, float]]] = {}
+    took: dict[str, float] = {}
+
+    def search(qid: str, text: str) -> list[Any]:
+        t0 = time.perf_counter()
+        found = searcher.search(text, limit=RETRIEVE)
+        took[qid] = round((time.perf_counter() - t0) * 1000, 3)
+        hits[qid] = [(h.id, float(h.score)) for h in found]
+        return found
+
+    result = evaluator.evaluate(search)
+    summary = {"mode": mode.tag, "legs": list(searcher.legs), "fusion": searcher.fusion_mode,
+               "reranked": mode.rerank, **result.metrics,
+               "latency_p50_ms": result.latency["p50_ms"], "latency_p95_ms": result.latency["p95_ms"]}
+    return ModeResult(mode.tag, hits, dict(result.metrics), took, summary)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,14 +187,22 @@ def run(args: argparse.Namespace) -> int:
         return _run_model_evaluator(args)
     if not args.store:
         raise InputError("--store is required (or use --evaluator ir / rerank to evaluate a model without a database)")
+    modes = parse_modes(args.mode, args.reranker)
+    outputs = {"run_file": _output_path(args.run_file, "--run-file"),
+               "per_query": _output_path(args.per_query, "--per-query"),
+               "report": _output_path(args.report, "--report")}
+    given = [str(path.resolve()) for path in outputs.values() if path is not None]
+    if len(set(given)) != len(given):
+        raise InputError("--run-file, --per-query and --report name the same file; give each its own path")
     dataset = load_beir(args.dataset, args.split)
     if not dataset.queries:
         raise InputError(f"{args.dataset} has no queries with judgements in split {args.split!r}")
     adapter, _ = resolve_store(args.store)
-    collection = f"eval_{args.mode}_{uuid.uuid4().hex[:10]}"
+    bases = list(dict.fromkeys(m.base for m in modes))
+    collection = f"eval_{bases[0] if len(bases) == 1 else 'modes'}_{uuid.uuid4().hex[:10]}"
     try:
         caps = adapter.capabilities
-        dense, sparse, text_leg = _encoders(args, caps)
+        dense, sparse, text_leg = _encoders(args, caps, modes)
         reranker = CrossEncoder(args.reranker, device=args.device) if args.reranker else None
         common = {"store": adapter, "collection": collection, "batch_size": args.batch_size}
         # Weaviate's BM25-only "sparse" mode still needs a vector field to create the collection.
@@ -103,27 +210,41 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         n_docs = index_dataset(indexer, dataset)
         index_s = time.perf_counter() - t0
-        query_dense = None if args.mode == "sparse" else dense
-        searcher = RetrievalPipeline(query_dense, sparse, text_leg=text_leg, reranker=reranker,
-                                     rerank_top=args.rerank_top, limit=RETRIEVE,
-                                     client_fusion=args.client_fusion, **common)
-        result = RetrievalEvaluator(dataset, limit=RETRIEVE, max_queries=args.max_queries)(searcher)
-        report = {
-            "dataset": args.dataset, "split": args.split, "store": caps.name, "collection": collection,
-            "mode": args.mode, "legs": list(searcher.legs), "fusion": searcher.fusion_mode,
-            "reranker": args.reranker, "rerank_top": args.rerank_top if reranker is not None else None,
-            "documents": n_docs, "index_s": round(index_s, 2), "queries": result.queries,
-            "ndcg@10": result.metrics["ndcg@10"], "mrr@10": result.metrics["mrr@10"],
-            "recall@100": result.metrics["recall@100"], "map@100": result.metrics["map@100"],
-            "latency_p50_ms": result.latency["p50_ms"], "latency_p95_ms": result.latency["p95_ms"],
-            "kept": bool(args.keep),
-        }
+        evaluator = RetrievalEvaluator(dataset, limit=RETRIEVE, max_queries=args.max_queries)
+        results = []
+        for mode in modes:
+            searcher = RetrievalPipeline(None if mode.base == "sparse" else dense,
+                                         None if mode.base == "dense" else sparse,
+                                         text_leg=text_leg and mode.base != "dense",
+                                         reranker=reranker if mode.rerank else None, rerank_top=args.rerank_top,
+                                         limit=RETRIEVE, client_fusion=args.client_fusion, **common)
+            results.append(_evaluate_mode(mode, searcher, evaluator))
     finally:
         if not args.keep:
             adapter.drop(collection)
         adapter.close()
+    report: dict[str, Any] = {
+        "dataset": args.dataset, "split": args.split, "store": caps.name, "collection": collection,
+        "reranker": args.reranker, "rerank_top": args.rerank_top if any(m.rerank for m in modes) else None,
+        "documents": n_docs, "index_s": round(index_s, 2), "queries": len(evaluator.queries),
+        "kept": bool(args.keep), "modes": [r.summary for r in results],
+    }
+    if len(modes) == 1:  # one mode: its figures at the top level too, as before several modes existed
+        report.update({**results[0].summary, "mode": modes[0].base})
+    report["files"] = [str(p) for p in _write_outputs(dataset, results, outputs, report)]
     _print(report, args.json)
     return 0
+
+
+def _write_outputs(dataset: Any, results: list[Any], outputs: dict[str, Path | None],
+                   report: dict[str, Any]) -> list[Path]:
+    if not any(outputs.values()):
+        return []
+    from sdk.evaluation.report import write_files
+
+    summary = {key: report[key] for key in ("dataset", "split", "store", "documents", "queries", "reranker")}
+    summary["index s"] = report["index_s"]
+    return write_files(dataset, results, summary=summary, depth=RETRIEVE, **outputs)
 
 
 def _run_model_evaluator(args: argparse.Namespace) -> int:
@@ -133,6 +254,11 @@ def _run_model_evaluator(args: argparse.Namespace) -> int:
     from sdk.encoders.sparse import SparseEncoder
     from sdk.evaluation import ir_evaluator_from_beir, reranking_evaluator_from_beir
 
+    if args.mode not in MODES:
+        raise InputError(f"--evaluator {args.evaluator} takes one --mode: dense, sparse or hybrid (got {args.mode!r})")
+    if args.run_file or args.per_query or args.report:
+        raise InputError("--run-file, --per-query and --report come with --evaluator pipeline (the default); "
+                         f"drop them or the --evaluator {args.evaluator}")
     subset = {"max_corpus": args.max_corpus, "max_queries": args.max_queries}
     t0 = time.perf_counter()
     metrics: dict[str, float] = {}
@@ -180,12 +306,16 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(report))
         return
-    legs = " + ".join("BM25 text" if leg == "text" else leg for leg in report["legs"])
     print(f"{report['dataset']} ({report['split']}): {report['documents']} documents indexed into "
-          f"{report['store']} in {report['index_s']} s")
-    rerank = f", reranked top {report['rerank_top']} with {report['reranker']}" if report["reranker"] else ""
-    print(f"mode {report['mode']} ({legs}; fusion {report['fusion']}){rerank}; {report['queries']} queries")
-    for key in ("ndcg@10", "mrr@10", "recall@100", "map@100"):
-        print(f"  {key:<11} {report[key]:.4f}")
-    print(f"  latency     p50 {report['latency_p50_ms']:.1f} ms, p95 {report['latency_p95_ms']:.1f} ms")
+          f"{report['store']} in {report['index_s']} s; {report['queries']} queries")
+    if report["reranker"]:
+        print(f"reranker {report['reranker']} rescores the top {report['rerank_top']} hits of each +rerank mode")
+    keys = ("ndcg@10", "mrr@10", "recall@100", "map@100")
+    print(f"  {'mode':<15} {'legs (fusion)':<26} " + " ".join(f"{k:>10}" for k in keys) + f" {'p50 ms':>8} {'p95 ms':>8}")
+    for m in report["modes"]:
+        legs = " + ".join("BM25 text" if leg == "text" else leg for leg in m["legs"]) + f" ({m['fusion']})"
+        figures = " ".join(f"{m[k]:>10.4f}" for k in keys)
+        print(f"  {m['mode']:<15} {legs:<26} {figures} {m['latency_p50_ms']:>8.1f} {m['latency_p95_ms']:>8.1f}")
+    for path in report["files"]:
+        print(f"wrote {path}")
     print(f"collection {report['collection']} " + ("kept" if report["kept"] else "dropped (--keep keeps it)"))
