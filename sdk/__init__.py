@@ -33,6 +33,8 @@ _LAZY: dict[str, str] = {
     "register_adapter": "sdk.core.registry",
     "RetrievalPipeline": "sdk.retrieval.pipeline",
     "Retriever": "sdk.retrieval.retriever",
+    "ForgeEmbeddings": "sdk.retrieval.langchain",  # the langchain extra, imported on first use
+    "LangChainRetriever": "sdk.retrieval.langchain",
     "FeedbackStore": "sdk.feedback.store",
     "open_feedback_store": "sdk.feedback.backends",
     "export_labels": "sdk.feedback.labels",
@@ -92,6 +94,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only; runtime access g
     from sdk.feedback.store import FeedbackStore as FeedbackStore
     from sdk.learning.gate import Gate as Gate
     from sdk.learning.loop import Learner as Learner
+    from sdk.retrieval.langchain import ForgeEmbeddings as ForgeEmbeddings
+    from sdk.retrieval.langchain import LangChainRetriever as LangChainRetriever
     from sdk.retrieval.pipeline import RetrievalPipeline as RetrievalPipeline
     from sdk.retrieval.retriever import Retriever as Retriever
 
