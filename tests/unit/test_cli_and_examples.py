@@ -67,7 +67,15 @@ def test_sdk_encode_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.py")), ids=lambda p: p.name)
-def test_examples_run(path: Path, minilm_path: Path) -> None:
+def test_examples_run(path: Path, minilm_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    if path.name == "hybrid_rerank.py":  # offline: a tiny local reranker; a real engine when one runs
+        from tests.encoder_fixtures import build_tiny_cross_encoder
+
+        monkeypatch.setenv("SDK_RERANKER", str(build_tiny_cross_encoder(tmp_path / "reranker", num_labels=1)))
+        if os.environ.get("SDK_TEST_POSTGRES_URL"):
+            monkeypatch.setenv("SDK_STORE", os.environ["SDK_TEST_POSTGRES_URL"])
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -76,3 +84,13 @@ def test_examples_run(path: Path, minilm_path: Path) -> None:
         assert "Debian" in result[0]
     if path.name.startswith("distill_"):  # the student moved towards the teacher
         assert result["after"] < result["before"]
+    if path.name == "rag_quickstart.py":
+        assert "faq0074" in result[:2]  # the FAQ answer about #! and chmod +x
+    if path.name == "hybrid_rerank.py":
+        assert len(result) == 5
+    if path.name == "sync_folder.py":
+        assert result["second"].updated == 1 and result["second"].deleted == 1 and result["top"] == "debian.md#0"
+    if path.name == "langchain_chain.py":
+        assert "apt-get update" in result
+    if path.name == "feedback_loop.py":
+        assert result["labels"] > 10 and result["decisions"] and result["decisions"][0] in ("promoted", "refused")
