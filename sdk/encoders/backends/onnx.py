@@ -94,11 +94,10 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 def default_threads() -> int:
-    """Intra-op threads: the CPUs this process may use (cgroup / affinity aware), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS / Windows
-        return max(1, os.cpu_count() or 1)
+    """Intra-op threads: the CPUs this process may use (affinity capped by a cgroup quota), at least 1."""
+    from sdk.encoders.pool import available_cpus  # the one place that counts usable CPUs
+
+    return available_cpus()
 
 
 # -- export and quantization ---------------------------------------------------------------
