@@ -108,6 +108,9 @@ def _output_path(value: str | None, flag: str) -> Path | None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("eval", help="evaluate retrieval on a BEIR dataset against a database (or a model directly)",
+                       description="Index a BEIR dataset into a store, search its queries in each --mode and print "
+                                   "nDCG@10, MRR@10, Recall@10/100 and MAP@100; optionally a TREC run, per-query "
+                                   "metrics and an HTML report.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     p.add_argument("--store", default=None,

@@ -22,9 +22,17 @@ _KINDS = ("auto", "dense", "sparse", "cross")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("export", help="export a model for another backend (ONNX Runtime)")
+    p = sub.add_parser("export", help="export a model for another backend (ONNX Runtime)",
+                       description="Write a model's ONNX files next to it (or to --output) for backend='onnx'.",
+                       epilog="example:\n  sdk export onnx ./my-model --quantize int8",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
-    onnx = formats.add_parser("onnx", help="export to ONNX (fp32, optionally dynamic int8)")
+    onnx = formats.add_parser("onnx", help="export to ONNX (fp32, optionally dynamic int8)",
+                              description="Export a dense, sparse or cross-encoder folder to ONNX (fp32, optionally "
+                                          "per-channel dynamic int8); DenseEncoder(folder, backend='onnx') loads it.",
+                              epilog="examples:\n  sdk export onnx ./my-model\n"
+                                     "  sdk export onnx ./splade --kind sparse --quantize int8 --output ./splade/onnx",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     onnx.add_argument("model", help="model folder or hub id")
     onnx.add_argument("--quantize", choices=["int8"], default=None,
                       help="also write the per-channel dynamic int8 file for this CPU")

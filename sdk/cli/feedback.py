@@ -27,7 +27,10 @@ _TARGET_HELP = "feedback store: a SQLite path, sqlite:///path.db or postgresql:/
 
 def register(sub: Any) -> None:
     p = sub.add_parser("feedback", help="export training labels from the feedback store, show or prune it",
-                       description="Work with the store a pipeline records feedback into (feedback=...).")
+                       description="Work with the store a pipeline records feedback into (feedback=...).",
+                       epilog="examples:\n  sdk feedback stats --feedback feedback.db\n"
+                              "  sdk feedback export --feedback feedback.db --collection kb --output labels.jsonl",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     raw = argparse.RawDescriptionHelpFormatter
 

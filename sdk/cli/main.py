@@ -10,18 +10,26 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sdk.cli import encode, eval, export, feedback, learn, search, sync, train
+from sdk.cli import encode, eval, export, feedback, learn, models, search, sync, train
 from sdk.core.errors import SDKError
+from sdk.core.redaction import redact
 from sdk.core.version import __version__
 
 __all__ = ["build_parser", "main"]
 
 # One module per sub-command, each with ``register(subparsers)``; heavy imports stay inside handlers.
-_COMMANDS = (sync, search, encode, eval, export, train, feedback, learn)
+_COMMANDS = (sync, search, encode, eval, export, train, feedback, learn, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdk", description="Local encoders and vector databases, in sync.")
+    parser = argparse.ArgumentParser(
+        prog="sdk", description="Local encoders and vector databases, in sync: sync a source into a collection, "
+                                "search it, evaluate, train, learn from feedback.",
+        epilog="examples:\n  sdk sync ./notes --store qdrant+local:./kb --collection notes\n"
+               "  sdk search \"how do I pin a version?\" --store qdrant+local:./kb --collection notes\n"
+               "  sdk COMMAND --help        options and examples of one command\n"
+               "global options (anywhere on the line): --debug",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -30,15 +38,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GLOBAL_FLAGS = ("--debug",)
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """Move global flags given after the sub-command (``sdk sync ... --debug``) to the front, where
+    argparse reads them; nothing after a ``--`` separator is touched."""
+    stop = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:stop] if a in GLOBAL_FLAGS]
+    rest = [a for a in argv[:stop] if a not in GLOBAL_FLAGS]
+    return [*dict.fromkeys(flags), *rest, *argv[stop:]]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sync.rewrite_argv(list(sys.argv[1:] if argv is None else argv)))
+    args = parser.parse_args(hoist_global_flags(sync.rewrite_argv(list(sys.argv[1:] if argv is None else argv))))
     try:
         return int(args.handler(args) or 0)
     except SDKError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)  # SDKError hides secrets already; belt and braces
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

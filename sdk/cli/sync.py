@@ -31,7 +31,15 @@ def _target(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("sync", help="keep a collection equal to a folder, JSONL or CSV file",
-                       description="Sync SOURCE into a collection; also: sdk sync status|verify|rollback.")
+                       description="Make a collection equal to SOURCE: only changed chunks are re-encoded, deleted "
+                                   "documents removed; new encoders or chunking build a new version behind the alias. "
+                                   "Also: sdk sync status|verify|rollback.",
+                       epilog="examples:\n"
+                              "  sdk sync ./notes --store qdrant+local:./kb --collection notes\n"
+                              "  sdk sync corpus.jsonl --store postgresql://app@db/sdk --collection docs --plan\n"
+                              "  sdk sync --sample --store milvus+lite:./kb.db --collection faq --no-sparse\n"
+                              "  sdk sync status --store qdrant+local:./kb --collection notes",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", nargs="?",
                    help="a folder (.txt .md .rst .html), a .jsonl file (id/_id, text) or a .csv (id, text)")
     p.add_argument("--sample", action="store_true",
@@ -54,19 +62,28 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run_sync, parser=p)
 
-    s = sub.add_parser("sync-status", help="(sdk sync status) what the ledger says about a synced collection")
+    s = sub.add_parser("sync-status", help="(sdk sync status) what the ledger says about a synced collection",
+                       description="Documents, chunks, the physical version behind the alias, the encoder and the last run.",
+                       epilog="example:\n  sdk sync status --store qdrant+local:./kb --collection notes --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _target(s)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(handler=run_status)
 
-    v = sub.add_parser("sync-verify", help="(sdk sync verify) compare the ledger with what the store holds")
+    v = sub.add_parser("sync-verify", help="(sdk sync verify) compare the ledger with what the store holds",
+                       description="Find chunks the ledger records but the store lacks, and orphans the store holds.",
+                       epilog="example:\n  sdk sync verify --store qdrant+local:./kb --collection notes --repair",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _target(v)
     v.add_argument("--repair", action="store_true", help="delete orphans and re-write missing chunks")
     v.add_argument("--device", default=None, help="cpu, cuda, mps (for re-writing missing chunks)")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(handler=run_verify)
 
-    r = sub.add_parser("sync-rollback", help="(sdk sync rollback) point the alias back at the previous version")
+    r = sub.add_parser("sync-rollback", help="(sdk sync rollback) point the alias back at the previous version",
+                       description="Switch the alias back to the version kept from before the last re-index.",
+                       epilog="example:\n  sdk sync rollback --store qdrant+local:./kb --collection notes",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _target(r)
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.set_defaults(handler=run_rollback)

@@ -21,7 +21,15 @@ __all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("train", help="fine-tune a dense, cross-encoder or sparse model on a BEIR split")
+    p = sub.add_parser(
+        "train", help="fine-tune a dense, cross-encoder or sparse model on a BEIR split",
+        description="Fine-tune with the default recipe of each kind (dense: MNRL + mined hard negatives + Matryoshka; "
+                    "cross: BCE on mined negatives; sparse: SpladeLoss), evaluate --dev-split before and after, save "
+                    "a folder this SDK and sentence-transformers load.",
+        epilog="examples:\n"
+               "  sdk train dense --dataset data/debpkg --base all-MiniLM-L6-v2 --output models/dense --dev-split dev\n"
+               "  sdk train cross --dataset data/debpkg --base models/dense --output models/reranker",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=("dense", "cross", "sparse"), help="which kind of model to train")
     p.add_argument("--dataset", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     p.add_argument("--split", default="train", help="qrels split to train on (default: train)")

@@ -1,7 +1,9 @@
 """Every error the SDK raises, under one root so callers can catch ``SDKError`` alone.
 
 Driver exceptions never escape: adapters translate them at their boundary with
-``raise ... from exc`` so the original stays in ``__cause__`` for debugging.
+``raise ... from exc`` so the original stays in ``__cause__`` for debugging. Every message is
+passed through ``sdk.core.redaction.redact``, so a password, token or API key that reached it (a
+URL, a conninfo string, a driver's text) is shown as ``***``.
 
     SDKError
     ├── ConfigError                  wrong settings, unknown URL scheme, missing optional extra
@@ -20,6 +22,8 @@ Driver exceptions never escape: adapters translate them at their boundary with
 """
 
 from __future__ import annotations
+
+from sdk.core.redaction import redact
 
 __all__ = [
     "AdapterError",
@@ -41,7 +45,10 @@ __all__ = [
 
 
 class SDKError(Exception):
-    """Root of every error raised by this SDK."""
+    """Root of every error raised by this SDK; its message never shows a credential (see ``redact``)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(SDKError):

@@ -10,13 +10,25 @@ may also call ``register_adapter`` at run time.
 A scheme's module is imported only when a URL with that scheme is connected, so nothing here
 (and nothing above it) imports a database driver before it is needed.
 
-    memory://                              exact in-process reference
-    qdrant://HOST:PORT                     Qdrant server (API key from QDRANT_API_KEY)
-    qdrant+local:PATH | qdrant+local::memory:   Qdrant local mode (embedded)
-    milvus://HOST:PORT                     Milvus server
-    milvus+lite:PATH.db                    Milvus Lite file (embedded real engine)
-    weaviate://HOST:PORT?grpc=50051        Weaviate (weaviates:// for TLS)
-    postgresql://USER@HOST:PORT/DB         PostgreSQL + pgvector (also postgres://)
+Every remote engine reads one URL grammar (``sdk.core.urls``; the guide is docs/CONNECTING.md):
+
+    SCHEME://[USER[:PASSWORD]@]HOST[:PORT][/DATABASE][?OPTION=VALUE&...]
+
+    memory://                                    exact in-process reference
+    qdrant://[:API_KEY@]HOST:PORT                Qdrant server (key also from QDRANT_API_KEY)
+    qdrants://... | qdrant://...?tls=true        Qdrant over TLS (HTTPS)
+    qdrant+local:PATH | qdrant+local::memory:    Qdrant local mode (embedded)
+    milvus://[USER:PASSWORD@ | :TOKEN@]HOST:PORT[/DB]   Milvus server (token also from MILVUS_TOKEN)
+    milvuss://... | milvus://...?tls=true        Milvus over TLS
+    milvus+lite:PATH.db                          Milvus Lite file (embedded real engine)
+    weaviate://[:API_KEY@]HOST:PORT?grpc=50051   Weaviate (key also from WEAVIATE_API_KEY)
+    weaviates://... | weaviate://...?tls=true    Weaviate over TLS (HTTP port 443 by default)
+    postgresql://USER[:PASSWORD]@HOST:PORT/DB    PostgreSQL + pgvector (also postgres://); any libpq
+                                                 URL: ?sslmode=require|verify-full (or ?tls=true),
+                                                 PGPASSWORD / ~/.pgpass work as in psql
+
+``tls`` is a strict boolean and an unknown option is refused. Messages show URLs through
+``sdk.core.redaction.redact``: passwords, tokens and keys never appear in them.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from importlib import metadata
 from typing import Any
 
 from sdk.core.errors import ConfigError, SDKError
+from sdk.core.redaction import redact
 from sdk.core.store import VectorStore
 
 __all__ = ["ENTRY_POINT_GROUP", "connect", "register_adapter", "schemes"]
@@ -63,7 +76,7 @@ def schemes() -> list[str]:
 def connect(url: str) -> VectorStore:
     """A connected store for ``url`` (forms in the module docstring); imports its driver only now."""
     if not isinstance(url, str) or ":" not in url:
-        raise ConfigError(f"not a database URL: {url!r}; use one of the schemes {', '.join(schemes())}")
+        raise ConfigError(f"not a database URL: {redact(url)!r}; use one of the schemes {', '.join(schemes())}")
     scheme = url.split(":", 1)[0].lower()
     factory = _registered.get(scheme)
     if factory is None:
@@ -76,7 +89,9 @@ def _load_entry_point(scheme: str, url: str) -> Any:
     matches = [ep for ep in _entry_points() if ep.name.lower() == scheme]
     if not matches:
         known = ", ".join(schemes()) or "none: is retrieval-forge installed (pip install -e .)?"
-        raise ConfigError(f"unknown database URL scheme {scheme!r} in {url!r}; supported schemes: {known}")
+        raise ConfigError(
+            f"unknown database URL scheme {scheme!r} in {redact(url)!r}; supported schemes: {known}"
+        )
     ep = matches[0]
     try:
         return ep.load()

@@ -8,7 +8,9 @@ Targets ``open_feedback_store`` understands (options may also ride in the URL's 
     sqlite:////abs/path.db
     :memory: | sqlite://                  SQLite in memory (tests)
     postgresql://USER@HOST:PORT/DB        PostgreSQL through psycopg (also postgres://); other query
-                                          parameters go to libpq unchanged
+                                          parameters go to libpq unchanged (``sslmode=`` or ``tls=true``
+                                          for TLS: docs/CONNECTING.md); the password never shows in
+                                          ``where``, messages or logs
 
 psycopg is imported only when a PostgreSQL URL is opened.
 """
@@ -25,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sdk.core.errors import AdapterError, ConfigError, MissingDependencyError
+from sdk.core.urls import parse_url, redact
 from sdk.feedback.store import FeedbackStore
 
 __all__ = ["PostgresFeedbackStore", "SqliteFeedbackStore", "open_feedback_store"]
@@ -120,7 +123,9 @@ class PostgresFeedbackStore(FeedbackStore):
             from psycopg import sql
         except ImportError as exc:
             raise MissingDependencyError("psycopg[binary]", "pgvector") from exc
-        super().__init__(where=_redact(url), **options)
+        if url.startswith(("postgresql://", "postgres://")):
+            url = parse_url(url).conninfo()  # checks tls= / sslmode= (sdk.core.urls), spells tls= as sslmode
+        super().__init__(where=redact(url), **options)
         self._psycopg, self._sql, self._url = psycopg, sql, url
         self._lock = threading.RLock()
         self._conn: Any = None
@@ -184,16 +189,6 @@ class PostgresFeedbackStore(FeedbackStore):
                 self._lock.release()
 
 
-def _redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
-
-
 def _take_options(query: str) -> tuple[dict[str, Any], str]:
     """Split this module's options off a URL query string; the rest is returned for the driver."""
     mine: dict[str, Any] = {}
@@ -237,12 +232,13 @@ def open_feedback_store(target: FeedbackStore | str | os.PathLike[str], **option
         return PostgresFeedbackStore(urlunsplit(parts._replace(query=rest)), **{**found, **options})
     scheme, sep, _ = text.partition("://")
     if sep and scheme != "sqlite":
-        raise ConfigError(f"unknown feedback store scheme {scheme!r} in {text!r}; use a SQLite path, "
+        raise ConfigError(f"unknown feedback store scheme {scheme!r} in {redact(text)!r}; use a SQLite path, "
                           "sqlite:///path.db or postgresql://...")
     path, _, query = text.partition("?") if text.startswith("sqlite:") else (text, "", "")
     found, rest = _take_options(query)
     if rest:
-        raise ConfigError(f"unknown option(s) in the feedback URL {text!r}: {rest}; known: {sorted(_OPTIONS)}")
+        raise ConfigError(f"unknown option(s) in the feedback URL {redact(text)!r}: {redact(rest)}; "
+                          f"known: {sorted(_OPTIONS)}")
     if path.startswith("sqlite:"):
         path = path.removeprefix("sqlite://").removeprefix("/") or ":memory:"
     return SqliteFeedbackStore(path, **{**found, **options})

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.core.errors import ConfigError, MissingDependencyError, SyncError
+from sdk.core.urls import parse_url, redact
 
 __all__ = ["Ledger", "ledger_dir", "ledger_key"]
 
@@ -61,7 +62,9 @@ def ledger_key(store_url: str, collection: str) -> str:
     """A readable, collision-free key for one store + collection: ``<collection>-<12 hex of both>``.
 
     Embedded stores are keyed by their absolute path, so the same folder reached by two relative
-    paths shares a ledger."""
+    paths shares a ledger. Credentials are left out (``redact``), so a new password keeps the ledger
+    and no file name is derived from a secret."""
+    store_url = redact(store_url)
     scheme, _, rest = store_url.partition(":")
     if scheme.endswith(("+local", "+lite")) and rest and rest != ":memory:":  # same folder, same ledger
         store_url = f"{scheme}:{Path(rest).expanduser().resolve()}"
@@ -117,11 +120,12 @@ class Ledger:
             import psycopg
         except ImportError as exc:
             raise MissingDependencyError("psycopg[binary]", "pgvector") from exc
+        conninfo = parse_url(url).conninfo()  # checks tls= / sslmode= (sdk.core.urls), spells tls= as sslmode
         try:
-            conn = psycopg.connect(url, autocommit=True)
+            conn = psycopg.connect(conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise ConfigError(f"cannot connect to the ledger database {url} ({exc}); check --ledger") from exc
-        return cls(conn, key, postgres=True, where=url)
+            raise ConfigError(f"cannot connect to the ledger database {redact(url)} ({exc}); check --ledger") from exc
+        return cls(conn, key, postgres=True, where=redact(url))
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,46 @@
+"""The CLI explains itself: every (sub-)command has a description and examples; --debug works anywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from sdk.cli.main import build_parser, hoist_global_flags, main
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    found = [(path, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += _commands(child, (*path, name))
+    return found
+
+
+COMMANDS = _commands(build_parser())
+
+
+@pytest.mark.parametrize("path,parser", COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_every_command_has_a_description_and_examples(path: tuple[str, ...], parser: argparse.ArgumentParser) -> None:
+    assert parser.description, f"sdk {' '.join(path)} has no description"
+    assert parser.epilog and "example" in parser.epilog, f"sdk {' '.join(path)} has no examples"
+
+
+def test_debug_is_read_anywhere_and_not_after_a_separator() -> None:
+    assert hoist_global_flags(["sync", "x", "--debug"]) == ["--debug", "sync", "x"]
+    assert hoist_global_flags(["search", "--", "--debug"]) == ["search", "--", "--debug"]
+
+
+def test_debug_after_the_sub_command_shows_the_traceback(tmp_path) -> None:
+    from sdk.core.errors import SDKError
+
+    assert main(["encode", str(tmp_path / "missing.txt")]) == 1
+    with pytest.raises(SDKError):
+        main(["encode", str(tmp_path / "missing.txt"), "--debug"])
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["search"])
+    assert exc.value.code == 2
