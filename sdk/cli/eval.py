@@ -106,6 +106,17 @@ def _output_path(value: str | None, flag: str) -> Path | None:
     return path
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("eval", help="evaluate retrieval on a BEIR dataset against a database (or a model directly)",
                        description="Index a BEIR dataset into a store, search its queries in each --mode and print "
@@ -123,14 +134,14 @@ def register(sub: Any) -> None:
                    help="legs to query: dense, sparse, hybrid, a reranked form (hybrid+rerank), a comma list "
                         "(dense,sparse,hybrid) or all (default: hybrid; ir / rerank take one of the three)")
     p.add_argument("--reranker", default=None, help="cross-encoder folder to rerank with")
-    p.add_argument("--rerank-top", type=int, default=100, help="hits the reranker rescores (default: 100)")
+    p.add_argument("--rerank-top", type=positive_int, default=100, help="hits the reranker rescores (default: 100)")
     p.add_argument("--dense-model", default=None, help="dense model folder or hub id (default: all-MiniLM-L6-v2)")
     p.add_argument("--sparse-model", default=None, help="SPLADE folder or hub id (default: packaged SPLADE-tiny)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
-    p.add_argument("--max-corpus", type=int, default=None,
+    p.add_argument("--max-queries", type=positive_int, default=None, help="evaluate only the first N queries")
+    p.add_argument("--max-corpus", type=positive_int, default=None,
                    help="ir / rerank: keep the relevant documents plus others up to N documents")
-    p.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="encoder batch size")
     p.add_argument("--client-fusion", action="store_true",
                    help="allow client-side fusion when the store has no native form of the fusion")
     p.add_argument("--keep", action="store_true", help="keep the collection instead of dropping it")

@@ -69,6 +69,9 @@ class RetrievalEvaluator:
                  progress: bool | None = None) -> None:
         if limit < 1:
             raise InputError(f"limit must be >= 1, got {limit}")
+        if max_queries is not None and (isinstance(max_queries, bool) or not isinstance(max_queries, int)
+                                        or max_queries < 1):
+            raise InputError(f"max_queries must be a positive integer or None, got {max_queries!r}")
         self.dataset, self.limit, self.progress = dataset, limit, progress
         items = list(dataset.queries.items())
         self.queries = items[:max_queries] if max_queries is not None else items

@@ -44,3 +44,19 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["search"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "x"])
+def test_eval_refuses_a_non_positive_max_queries_as_a_usage_error(value: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--dataset", "d", "--max-queries", value])
+    assert exc.value.code == 2
+
+
+def test_the_evaluator_refuses_a_negative_max_queries() -> None:
+    from sdk.core.errors import InputError
+    from sdk.evaluation.beir import BeirDataset
+    from sdk.evaluation.evaluators import RetrievalEvaluator
+
+    with pytest.raises(InputError, match="max_queries"):
+        RetrievalEvaluator(BeirDataset(corpus={}, queries={"q": "x"}, qrels={}), max_queries=-1)
