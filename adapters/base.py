@@ -18,18 +18,19 @@ suite every adapter must pass is ``adapters.testing``. See docs/ARCHITECTURE.md,
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from adapters.drivers import require_driver
 from adapters.filters import FilterTranslator, PythonFilter
-from adapters.guard import check_same, diff_specs
+from adapters.guard import check_same, diff_specs, stored_spec
 from adapters.ids import CursorPages, batched, point_id
 from adapters.retry import NO_RETRY, RetryPolicy, is_transient, translate_error
 from adapters.validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg, prepare_query, prepare_records
 from sdk.core.capabilities import Capabilities
-from sdk.core.errors import CapabilityError, CollectionNotFoundError, InputError, SDKError
+from sdk.core.errors import CapabilityError, InputError, SchemaMismatchError, SDKError
 from sdk.core.spec import (
     NAME_RULE,
     CollectionSpec,
@@ -39,6 +40,7 @@ from sdk.core.spec import (
     SparseField,
     check_name,
 )
+from sdk.core.store import CollectionInfo
 from sdk.core.types import Filter, Hit, HybridQuery, Record
 
 __all__ = [
@@ -66,7 +68,11 @@ __all__ = [
     "translate_error",
 ]
 
+if TYPE_CHECKING:
+    from adapters.aio import AsyncAdapter
+
 T = TypeVar("T")
+_TWIN_LOCK = threading.Lock()
 DEFAULT_BATCH = 256
 DEFAULT_ID_PAGE = 1000
 
@@ -144,6 +150,13 @@ class Adapter(abc.ABC):
         """Release the client (only when this adapter created it)."""
         return None
 
+    def _async_twin(self) -> AsyncAdapter:
+        """The async twin ``aio()`` returns; an adapter whose driver has an async client returns its own
+        ``adapters.<db>._async`` class here. Default: the sync ``query`` in a worker thread."""
+        from adapters.aio import ThreadedAsyncAdapter
+
+        return ThreadedAsyncAdapter(self)
+
     # ---- shared machinery ----------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
         """Run a driver call under the retry policy (once with ``retry=False``), translating errors at this boundary."""
@@ -153,13 +166,7 @@ class Adapter(abc.ABC):
     def _spec_of(self, collection: str, expect: CollectionSpec | None = None) -> CollectionSpec:
         check_name(collection, "collection name")
         stored = self._call(f"reading the spec of {collection!r}", lambda: self._read_spec(collection))
-        if stored is None:
-            raise CollectionNotFoundError(
-                f"collection or alias {collection!r} does not exist; create it with ensure_collection(spec)"
-            )
-        if expect is not None:
-            check_same(stored, expect, collection)
-        return stored
+        return stored_spec(stored, collection, expect)
 
     # ---- public protocol -----------------------------------------------------------------
     def ensure_collection(self, spec: CollectionSpec) -> CollectionSpec:
@@ -279,7 +286,24 @@ class Adapter(abc.ABC):
         if not self.capabilities.aliases:
             raise CapabilityError(f"{self.capabilities.name} has no aliases")
 
+    def aio(self) -> AsyncAdapter:
+        """This adapter's async twin (``sdk.core.store.AsyncVectorStore``), made on first use and kept.
+
+        ``await adapter.aio().aquery(collection, query)`` gives what ``query`` gives, with the
+        database round trip awaited on the driver's own async client where the driver has one
+        (``native`` is then ``True``); see ``adapters.aio``."""
+        twin = self.__dict__.get("_aio_twin")
+        if twin is None:
+            with _TWIN_LOCK:
+                twin = self.__dict__.get("_aio_twin")
+                if twin is None:
+                    twin = self.__dict__["_aio_twin"] = self._async_twin()
+        return twin
+
     def close(self) -> None:
+        twin = self.__dict__.pop("_aio_twin", None)
+        if twin is not None:
+            twin.detach()
         self._close()
 
     def __enter__(self) -> Adapter:
@@ -288,6 +312,65 @@ class Adapter(abc.ABC):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+    # ---- listing collections: two hooks, then the shared work -------------------------------
+    def _list_names(self) -> list[str]:
+        """Hook: every physical collection in the database, the SDK's and others' alike (aliases left
+        out), each spelled so that ``_read_spec`` finds it; ``list_collections`` keeps the SDK's."""
+        raise CapabilityError(f"the {self.capabilities.name} adapter cannot list collections (no _list_names "
+                              "hook); name the collection you want instead")
+
+    def _list_aliases(self) -> dict[str, str]:
+        """Hook (adapters with aliases): every alias -> the collection (or alias) it points at."""
+        raise CapabilityError(f"the {self.capabilities.name} adapter cannot list aliases (no _list_aliases "
+                              "hook); name the alias you want instead")
+
+    def list_collections(self) -> list[CollectionInfo]:
+        """The collections this SDK created (those holding a stored spec), by name, each with its spec and
+        the aliases that resolve to it.
+
+        A collection made by other means (no stored spec, or a name no SDK collection can have) is left
+        out, so whatever is listed can be described, counted and dropped through the SDK.
+        """
+        names = self._call("listing collections", self._list_names)
+        aliases = self._call("listing aliases", self._list_aliases) if self.capabilities.aliases else {}
+        specs: dict[str, CollectionSpec] = {}
+        for name in sorted(set(names) - set(aliases)):
+            if not _is_name(name):
+                continue
+            spec = self._call(f"reading the spec of {name!r}", lambda n=name: self._spec_if_ours(n))
+            if spec is not None and spec.name == name:  # None: not ours, or dropped meanwhile
+                specs[name] = spec
+        pointing: dict[str, list[str]] = {name: [] for name in specs}
+        for alias in aliases:
+            target = _alias_end(alias, aliases)
+            if target in pointing:
+                pointing[target].append(alias)
+        return [CollectionInfo(name, specs[name], tuple(sorted(pointing[name]))) for name in sorted(specs)]
+
+    def _spec_if_ours(self, name: str) -> CollectionSpec | None:
+        try:
+            return self._read_spec(name)
+        except (SchemaMismatchError, InputError):  # a collection this SDK did not create
+            return None
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_name(name)
+    except InputError:
+        return False
+    return True
+
+
+def _alias_end(alias: str, aliases: dict[str, str]) -> str:
+    """The collection at the end of an alias chain (a database that lets an alias name an alias)."""
+    target = aliases[alias]
+    for _ in range(len(aliases)):
+        if target not in aliases:
+            break
+        target = aliases[target]
+    return target
 
 
 def _doc_id(value: Any) -> str:

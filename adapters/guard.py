@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdk.core.errors import DimensionMismatchError, SchemaMismatchError, SimilarityMismatchError
+from sdk.core.errors import (
+    CollectionNotFoundError,
+    DimensionMismatchError,
+    SchemaMismatchError,
+    SimilarityMismatchError,
+)
 from sdk.core.spec import CollectionSpec
 
-__all__ = ["check_same", "diff_specs"]
+__all__ = ["check_same", "diff_specs", "stored_spec"]
 
 
 def _index(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -53,7 +58,7 @@ def check_same(stored: CollectionSpec, wanted: CollectionSpec, collection: str) 
     kinds = {k for k, _ in diffs}
     text = "; ".join(t for _, t in diffs)
     msg = (
-        f"collection {collection!r} was written with a different schema: {text}. Nothing was written. "
+        f"collection {collection!r} was written with a different schema: {text}. Nothing was written or searched. "
         "Use the encoder and settings the collection was built with, or build a new collection and "
         "switch an alias to it"
     )
@@ -62,3 +67,16 @@ def check_same(stored: CollectionSpec, wanted: CollectionSpec, collection: str) 
     if "metric" in kinds:
         raise SimilarityMismatchError(msg)
     raise SchemaMismatchError(msg)
+
+
+def stored_spec(stored: CollectionSpec | None, collection: str, expect: CollectionSpec | None) -> CollectionSpec:
+    """The spec read back for ``collection``, refused when absent or (with ``expect``) different.
+
+    What ``Adapter`` and its async twin (``adapters.aio``) do with every spec they read."""
+    if stored is None:
+        raise CollectionNotFoundError(
+            f"collection or alias {collection!r} does not exist; create it with ensure_collection(spec)"
+        )
+    if expect is not None:
+        check_same(stored, expect, collection)
+    return stored

@@ -28,7 +28,12 @@ def point_id(doc_id: str) -> str:
     Equal to ``str(uuid.uuid5(ID_NAMESPACE, doc_id))`` (a unit test holds it to that), computed
     without building a ``UUID`` object, which dominated upsert overhead on fast engines.
     """
-    h = bytearray(hashlib.sha1(_NS + doc_id.encode()).digest()[:16])
+    try:
+        raw = doc_id.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate: no database stores such an id
+        raise InputError(f"document id {doc_id[:60]!r} is not valid Unicode (lone surrogate at position "
+                         f"{exc.start}); fix how it was decoded") from None
+    h = bytearray(hashlib.sha1(_NS + raw).digest()[:16])
     h[6] = (h[6] & 0x0F) | 0x50
     h[8] = (h[8] & 0x3F) | 0x80
     x = h.hex()

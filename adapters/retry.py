@@ -13,11 +13,13 @@ from __future__ import annotations
 import errno
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
@@ -96,14 +98,41 @@ class RetryPolicy:
             except Exception as exc:
                 raise translate(exc) from exc
 
-        retrying = Retrying(
-            stop=stop_after_attempt(max(1, self.attempts)) | stop_after_delay(self.budget_s),
-            wait=wait_exponential(multiplier=self.initial_wait_s, max=self.max_wait_s)
+        return Retrying(**self._schedule())(once)
+
+    async def acall(self, fn: Callable[[], Awaitable[T]], translate: Callable[[BaseException], SDKError]) -> T:
+        """``call`` for a coroutine: the same budget and translation, the waits are ``asyncio.sleep``."""
+
+        async def once() -> T:
+            try:
+                return await fn()
+            except SDKError:
+                raise
+            except Exception as exc:
+                raise translate(exc) from exc
+
+        return await AsyncRetrying(**self._schedule())(once)
+
+    def _schedule(self) -> dict[str, Any]:
+        """The one retry schedule both ``call`` and ``acall`` follow."""
+        return {
+            "stop": stop_after_attempt(max(1, self.attempts)) | stop_after_delay(self.budget_s),
+            "wait": wait_exponential(multiplier=self.initial_wait_s, max=self.max_wait_s)
             + wait_random(0, self.initial_wait_s),
-            retry=retry_if_exception_type(TransientAdapterError),
-            reraise=True,
-        )
-        return retrying(once)
+            "retry": retry_if_exception_type(TransientAdapterError),
+            "retry_error_callback": self._spent,
+            "reraise": True,
+        }
+
+    def _spent(self, state: RetryCallState) -> NoReturn:
+        """The budget ran out: the last error, saying so (one error, not one per attempt)."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if not isinstance(exc, TransientAdapterError) or self.attempts <= 1:
+            raise exc if exc is not None else TransientAdapterError("the call failed and was not retried")
+        raise type(exc)(
+            f"{exc} (gave up after {state.attempt_number} attempt{'s' if state.attempt_number != 1 else ''} in {state.seconds_since_start or 0.0:.1f} s, "
+            f"the retry budget of RetryPolicy(attempts={self.attempts}, budget_s={self.budget_s:g}))"
+        ) from exc.__cause__
 
 
 NO_RETRY = RetryPolicy(attempts=1, budget_s=0.0)

@@ -2,7 +2,7 @@
 # Start, stop or inspect the real database engines that the integration tests use.
 #
 #   eval "$(scripts/engines.sh start)"      # start every engine, export SDK_TEST_*_URL
-#   scripts/engines.sh start postgres        # only some: postgres weaviate milvus qdrant
+#   scripts/engines.sh start postgres        # only some: postgres weaviate milvus qdrant toxiproxy
 #   scripts/engines.sh status                # what runs (exit 3 when something is missing)
 #   scripts/engines.sh stop                  # stop what `start` started (pid files / pg_ctl)
 #
@@ -15,6 +15,9 @@
 #     $CACHE_DIR/go so later runs (CI on the same machine, from a clean clone) skip the slow build.
 #   - Milvus Lite 2.5.1 and Qdrant local mode run inside the test process: nothing to start, `status`
 #     only checks that they import.
+#   - Toxiproxy (the fault-injecting TCP proxy of tests/reliability): its server built with `go install`
+#     into the same Go cache, always native (docker-compose.yml has no service for it); the tests
+#     create their proxies in front of PostgreSQL and Weaviate through its HTTP API.
 #
 # Only `export` lines go to stdout; progress goes to stderr, server logs to files in the state dir.
 #
@@ -26,6 +29,8 @@
 #   SDK_WEAVIATE_VERSION   weaviate-server module version          default: v1.39.0
 #   SDK_WEAVIATE_HTTP_PORT / SDK_WEAVIATE_GRPC_PORT                default: 8080 / 50051
 #   SDK_WEAVIATE_READY_TIMEOUT  seconds to wait for readiness      default: 180
+#   SDK_TOXIPROXY_VERSION  toxiproxy module version                default: v2.5.0
+#   SDK_TOXIPROXY_PORT     toxiproxy HTTP API port                 default: 8474
 #   SDK_PGVECTOR_REBUILD=1 rebuild and reinstall pgvector even if vector.control exists
 #   SDK_PYTHON             interpreter for the embedded checks     default: <repo>/.venv/bin/python or python3
 set -euo pipefail
@@ -54,7 +59,12 @@ WEAVIATE_DATA_PORT=7101
 WEAVIATE_READY_TIMEOUT="${SDK_WEAVIATE_READY_TIMEOUT:-180}"
 WEAVIATE_BIN="$GO_DIR/bin/$WEAVIATE_VERSION/weaviate-server"
 
-ALL_ENGINES=(postgres weaviate milvus qdrant)
+TOXIPROXY_MODULE="github.com/Shopify/toxiproxy/v2/cmd/server"
+TOXIPROXY_VERSION="${SDK_TOXIPROXY_VERSION:-v2.5.0}"
+TOXIPROXY_PORT="${SDK_TOXIPROXY_PORT:-8474}"
+TOXIPROXY_BIN="$GO_DIR/bin/toxiproxy-$TOXIPROXY_VERSION/toxiproxy-server"
+
+ALL_ENGINES=(postgres weaviate milvus qdrant toxiproxy)
 
 log() { printf '[engines] %s\n' "$*" >&2; }
 die() {
@@ -395,6 +405,117 @@ status_weaviate() {
 }
 
 # ------------------------------------------------------------------------------------------------
+# Toxiproxy (fault injection for tests/reliability)
+# ------------------------------------------------------------------------------------------------
+TP_LOG="$STATE_DIR/toxiproxy.log"
+TP_PID="$STATE_DIR/toxiproxy.pid"
+
+ensure_toxiproxy_built() {
+    if [[ -x "$TOXIPROXY_BIN" ]]; then
+        return 0
+    fi
+    command -v go >/dev/null 2>&1 || die "Go is needed to build the toxiproxy server (no Docker here); install Go >= 1.24"
+    local bin_dir build_log="$GO_DIR/logs/toxiproxy-server-$TOXIPROXY_VERSION.log" start
+    bin_dir="$(dirname "$TOXIPROXY_BIN")"
+    mkdir -p "$GO_DIR/logs" "$bin_dir"
+    # Same lock as the Weaviate build: two Go builds at once would only slow each other down.
+    exec 9>"$GO_DIR/build.lock"
+    flock 9
+    if [[ ! -x "$TOXIPROXY_BIN" ]]; then
+        start="$(now)"
+        log "toxiproxy: building $TOXIPROXY_MODULE@$TOXIPROXY_VERSION (cold: about 1 min on 2 cores; log $build_log)"
+        if ! env GOPATH="$GO_DIR/path" GOMODCACHE="$GO_DIR/path/pkg/mod" GOCACHE="$GO_DIR/cache" \
+            GOBIN="$bin_dir" CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
+            go install "$TOXIPROXY_MODULE@$TOXIPROXY_VERSION" >>"$build_log" 2>&1; then
+            tail -n 20 "$build_log" >&2
+            die "building toxiproxy-server $TOXIPROXY_VERSION failed, see $build_log"
+        fi
+        # `go install .../cmd/server` names the binary `server`: give it a name pid checks can recognise.
+        mv -f "$bin_dir/server" "$TOXIPROXY_BIN"
+        log "toxiproxy: built in $(elapsed "$start") s -> $TOXIPROXY_BIN"
+    fi
+    flock -u 9
+}
+
+toxiproxy_pid() {
+    local pid
+    [[ -f "$TP_PID" ]] || return 1
+    pid="$(cat "$TP_PID")"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+    # Guard against a recycled pid.
+    [[ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" == *toxiproxy-server* ]] || return 1
+    echo "$pid"
+}
+
+# What /version answers: plain text in v2.5 ("git" for a `go install` build), JSON in later releases.
+toxiproxy_version() {
+    curl -fsS --max-time 2 "http://127.0.0.1:$TOXIPROXY_PORT/version" 2>/dev/null | tr -d '\n' || true
+}
+
+toxiproxy_ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$TOXIPROXY_PORT/version" 2>/dev/null; }
+
+start_toxiproxy() {
+    local start pid deadline
+    start="$(now)"
+    if pid="$(toxiproxy_pid)"; then
+        log "toxiproxy: already running (pid $pid)"
+    elif toxiproxy_ready; then
+        log "toxiproxy: reusing the server (/version: $(toxiproxy_version)) already listening on 127.0.0.1:$TOXIPROXY_PORT (not started from $STATE_DIR; stop leaves it alone)"
+    else
+        rm -f "$TP_PID"
+        port_busy "$TOXIPROXY_PORT" &&
+            die "port $TOXIPROXY_PORT is taken by a process that is not toxiproxy; stop it or set SDK_TOXIPROXY_PORT"
+        ensure_toxiproxy_built
+        start="$(now)"
+        log "toxiproxy: starting $TOXIPROXY_VERSION, API on 127.0.0.1:$TOXIPROXY_PORT (log $TP_LOG)"
+        setsid nohup "$TOXIPROXY_BIN" -host 127.0.0.1 -port "$TOXIPROXY_PORT" >>"$TP_LOG" 2>&1 </dev/null &
+        echo $! >"$TP_PID"
+    fi
+    deadline=$((SECONDS + 30))
+    until toxiproxy_ready; do
+        if ! toxiproxy_pid >/dev/null; then
+            tail -n 20 "$TP_LOG" >&2 || true
+            rm -f "$TP_PID"
+            die "toxiproxy exited during startup, see $TP_LOG"
+        fi
+        ((SECONDS < deadline)) || die "toxiproxy not answering after 30 s, see $TP_LOG"
+        sleep 0.2
+    done
+    log "toxiproxy: ready on 127.0.0.1:$TOXIPROXY_PORT ($(elapsed "$start") s)"
+}
+
+stop_toxiproxy() {
+    local pid i
+    if pid="$(toxiproxy_pid)"; then
+        kill -TERM "$pid"
+        for ((i = 0; i < 20; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.25
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        log "toxiproxy: stopped"
+    else
+        log "toxiproxy: not running"
+    fi
+    rm -f "$TP_PID"
+}
+
+status_toxiproxy() {
+    local pid
+    if pid="$(toxiproxy_pid)" && toxiproxy_ready; then
+        echo "toxiproxy: running (pid $pid, $TOXIPROXY_VERSION, API :$TOXIPROXY_PORT)"
+    elif toxiproxy_ready; then
+        echo "toxiproxy: running (/version: $(toxiproxy_version)) on :$TOXIPROXY_PORT, started elsewhere (not from $STATE_DIR)"
+    elif [[ -x "$TOXIPROXY_BIN" ]]; then
+        echo "toxiproxy: stopped (server $TOXIPROXY_VERSION built: $TOXIPROXY_BIN)"
+        return 3
+    else
+        echo "toxiproxy: stopped (server $TOXIPROXY_VERSION not built yet)"
+        return 3
+    fi
+}
+
+# ------------------------------------------------------------------------------------------------
 # Embedded engines: Milvus Lite, Qdrant local mode
 # ------------------------------------------------------------------------------------------------
 embedded_check() {
@@ -449,18 +570,21 @@ selected_engines() {
     for e in "$@"; do
         case "$e" in
         postgres | pgvector) echo postgres ;;
-        weaviate | milvus | qdrant) echo "$e" ;;
+        weaviate | milvus | qdrant | toxiproxy) echo "$e" ;;
         *) die "unknown engine '$e' (choose from: ${ALL_ENGINES[*]})" ;;
         esac
     done
 }
 
 cmd_start() {
-    local engines e
+    local engines e docker_engines=()
     mapfile -t engines < <(selected_engines "$@")
     mkdir -p "$STATE_DIR"
     if docker_mode_available; then
-        start_docker "${engines[@]}"
+        for e in "${engines[@]}"; do
+            [[ "$e" == toxiproxy ]] || docker_engines+=("$e")
+        done
+        ((${#docker_engines[@]} == 0)) || start_docker "${docker_engines[@]}"
         for e in "${engines[@]}"; do
             case "$e" in
             postgres) echo "export SDK_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/$PG_DB" ;;
@@ -468,6 +592,11 @@ cmd_start() {
             # Real servers from docker-compose.yml instead of the embedded emulations.
             milvus) echo "export SDK_TEST_MILVUS_URL=milvus://127.0.0.1:19530" ;;
             qdrant) echo "export SDK_TEST_QDRANT_URL=qdrant://127.0.0.1:6333" ;;
+            # Not in docker-compose.yml: runs natively in front of the containers' published ports.
+            toxiproxy)
+                start_toxiproxy
+                echo "export SDK_TEST_TOXIPROXY_URL=http://127.0.0.1:$TOXIPROXY_PORT"
+                ;;
             esac
         done
         return
@@ -494,6 +623,10 @@ cmd_start() {
                 echo "export SDK_TEST_QDRANT_URL=qdrant+local::memory:"
             fi
             ;;
+        toxiproxy)
+            start_toxiproxy
+            echo "export SDK_TEST_TOXIPROXY_URL=http://127.0.0.1:$TOXIPROXY_PORT"
+            ;;
         esac
     done
 }
@@ -511,6 +644,7 @@ cmd_stop() {
         case "$e" in
         postgres) stop_postgres ;;
         weaviate) stop_weaviate ;;
+        toxiproxy) stop_toxiproxy ;;
         milvus | qdrant) log "$e: embedded, nothing to stop" ;;
         esac
     done
@@ -527,6 +661,7 @@ cmd_status() {
         case "$e" in
         postgres) status_postgres || rc=3 ;;
         weaviate) status_weaviate || rc=3 ;;
+        toxiproxy) status_toxiproxy || rc=3 ;;
         milvus | qdrant) status_embedded "$e" || rc=3 ;;
         esac
     done

@@ -183,6 +183,13 @@ class MemoryAdapter(Adapter):
         """Current alias -> collection map (for inspection and tests)."""
         return dict(self._aliases)
 
+    def _list_names(self) -> list[str]:
+        with self._lock:
+            return list(self._collections)
+
+    def _list_aliases(self) -> dict[str, str]:
+        return self.aliases()
+
 
 def _top(recs: list[PreparedRecord], scores: np.ndarray, n: int) -> list[tuple[str, float]]:
     order = sorted(range(len(recs)), key=lambda i: (-scores[i], recs[i].doc_id))[:n]

@@ -20,6 +20,7 @@ __all__ = ["REGISTRY", "LiteAliases"]
 
 REGISTRY = "_rf_aliases"
 _CALL: dict[str, Any] = {"timeout": 60.0, "retry_times": 0}
+_MAX_ROWS = 16_384  # Milvus' cap on one query's offset + limit
 
 
 class LiteAliases:
@@ -58,6 +59,14 @@ class LiteAliases:
         rows = self._client.query(REGISTRY, filter=f"target == {literal(collection)}", output_fields=["pk"],
                                   **_CALL)
         return [str(r["pk"]) for r in rows]
+
+    def all(self) -> dict[str, str]:
+        """Every alias -> its target (for ``list_collections``)."""
+        if not self._exists():
+            return {}
+        rows = self._client.query(REGISTRY, filter=f"pk != {literal('')}", output_fields=["pk", "target"],
+                                  limit=_MAX_ROWS, **_CALL)
+        return {str(r["pk"]): str(r["target"]) for r in rows}
 
     def point(self, alias: str, collection: str) -> None:
         """Create or re-point ``alias`` (one row upsert: atomic for readers)."""

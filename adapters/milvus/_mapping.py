@@ -22,6 +22,7 @@ from typing import Any
 
 from pymilvus import DataType
 
+from adapters.milvus._aliases import REGISTRY
 from sdk.core.capabilities import Capabilities
 from sdk.core.similarity import DistanceKind, Similarity, distance_to_score
 from sdk.core.spec import DenseField
@@ -48,6 +49,10 @@ def capabilities(lite: bool) -> Capabilities:
         index_kinds=frozenset({"auto", "flat", "ivf_flat"} | (set() if lite else {"hnsw"})),
         max_payload_bytes=60_000,  # Milvus JSON fields hold at most 64 KiB
         max_text_bytes=65_535,
+        max_id_bytes=65_535,  # doc_id is a VARCHAR(65535) column (adapters.milvus.adapter._create)
+        reserved_names=frozenset({REGISTRY} if lite else ()),  # the emulated aliases' registry collection
+        sparse_negative=False,  # "Invalid sparse row: negative value" (SPARSE_INVERTED_INDEX)
+        max_limit=16_384,  # "Topk should be in range [1, 16384]"
         rrf_weights=False,  # RRFRanker(k) has no per-leg weights; WeightedRanker does
         emulated=frozenset({"aliases"} if lite else ()),
     )

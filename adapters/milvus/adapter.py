@@ -12,18 +12,18 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from pymilvus import AnnSearchRequest, DataType, MilvusClient, RRFRanker, WeightedRanker
 
+from adapters.aio import AsyncAdapter
 from adapters.base import Adapter, CursorPages
-from adapters.milvus._aliases import LiteAliases
+from adapters.milvus._aliases import REGISTRY, LiteAliases
 from adapters.milvus._errors import translate
 from adapters.milvus._filters import MilvusFilter, literal
 from adapters.milvus._mapping import capabilities, index_for, score, search_params, vector_type
+from adapters.steps import Steps, run_steps
 from adapters.validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg
 from sdk.core.capabilities import Capabilities
 from sdk.core.errors import (
@@ -36,8 +36,9 @@ from sdk.core.errors import (
 )
 from sdk.core.spec import CollectionSpec, DenseField
 from sdk.core.types import Filter, FusionMethod, Hit, SparseVector
+from sdk.core.urls import parse_url, redact
 
-__all__ = ["MilvusAdapter"]
+__all__ = ["MilvusAdapter", "client_options"]
 
 CALL: dict[str, Any] = {"timeout": 60.0, "retry_times": 0}  # float timeout: a deadline, not a retry window
 OUT = ["doc_id", "text", "metadata"]
@@ -56,10 +57,31 @@ class _QuietNotFound(logging.Filter):
         if not _PROBING.get():
             return True
         text = record.getMessage().lower()
-        return "collection not found" not in text and "can't find collection" not in text
+        # A probe's call also logs "[describe_collection] Retry run out of 0 retry times": not news either.
+        return not any(part in text for part in ("collection not found", "can't find collection", "retry run out"))
 
 
 _QUIET = _QuietNotFound()
+
+
+def client_options(url: str) -> dict[str, Any]:
+    """The ``MilvusClient`` arguments for ``url`` (``sdk.core.urls`` grammar): ``https://`` turns
+    pymilvus' TLS on, the token is ``USER:PASSWORD`` or the token itself.
+
+    A pure function: ``MilvusClient`` connects while it is built, so this is what tests inspect.
+    """
+    if url.startswith("milvus+lite:"):
+        path = url.removeprefix("milvus+lite:")
+        if not path.endswith(".db"):
+            raise ConfigError(f"Milvus Lite needs a file name ending in .db, got {path!r}")
+        return {"uri": path}
+    parsed = parse_url(url)
+    if parsed.engine != "milvus":
+        raise ConfigError(f"not a Milvus URL: {parsed.redacted!r}; use milvus://HOST:PORT or milvus+lite:PATH.db")
+    options: dict[str, Any] = {"uri": parsed.http_url, "token": parsed.token}
+    if parsed.database:
+        options["db_name"] = parsed.database
+    return options
 
 
 class MilvusAdapter(Adapter):
@@ -69,18 +91,20 @@ class MilvusAdapter(Adapter):
     """
 
     def __init__(self, client: Any = None, *, uri: str | None = None, token: str | None = None,
-                 lite: bool | None = None) -> None:
+                 lite: bool | None = None, db_name: str = "") -> None:
         if client is None:
             if not uri:
                 raise ConfigError("MilvusAdapter needs client= or uri= ('http://HOST:19530' or a Lite 'file.db')")
             try:
-                client = MilvusClient(uri=uri, token=token or "")
+                client = MilvusClient(uri=uri, token=token or "", db_name=db_name)
             except Exception as exc:
-                raise translate(exc, f"connecting to Milvus at {uri!r}") from exc
+                raise translate(exc, f"connecting to Milvus at {redact(uri)!r}") from exc
             self._owns = True
             lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+            self._client_args: dict[str, Any] | None = {"uri": uri, "token": token or "", "db_name": db_name}
         else:
             self._owns = False
+            self._client_args = None
         self._client: MilvusClient = client
         self._lite = bool(lite)
         pylog = logging.getLogger("pymilvus.decorators")
@@ -91,16 +115,9 @@ class MilvusAdapter(Adapter):
 
     @classmethod
     def from_url(cls, url: str) -> MilvusAdapter:
-        """``milvus://HOST:PORT`` (token from ``MILVUS_TOKEN``) or ``milvus+lite:PATH.db``."""
-        if url.startswith("milvus+lite:"):
-            path = url.removeprefix("milvus+lite:")
-            if not path.endswith(".db"):
-                raise ConfigError(f"Milvus Lite needs a file name ending in .db, got {path!r}")
-            return cls(uri=path)
-        parts = urlsplit(url)
-        if parts.scheme != "milvus" or not parts.hostname:
-            raise ConfigError(f"not a Milvus URL: {url!r}; use milvus://HOST:PORT or milvus+lite:PATH.db")
-        return cls(uri=f"http://{parts.hostname}:{parts.port or 19530}", token=os.environ.get("MILVUS_TOKEN"))
+        """``milvus://[USER:PASSWORD@ | :TOKEN@]HOST:PORT[/DB]``, ``milvuss://`` or ``?tls=true`` for TLS
+        (token also from ``MILVUS_TOKEN``), or ``milvus+lite:PATH.db``; see ``client_options``."""
+        return cls(**client_options(url))
 
     @property
     def capabilities(self) -> Capabilities:
@@ -113,18 +130,32 @@ class MilvusAdapter(Adapter):
         if self._owns:
             self._client.close()
 
+    def _async_twin(self) -> AsyncAdapter:
+        if self._client_args is None:  # a caller's client: how to reach its server again is unknown
+            return super()._async_twin()
+        from adapters.milvus._async import AsyncMilvusAdapter
+
+        return AsyncMilvusAdapter(self)
+
     # ---- collections -----------------------------------------------------------------------
     def _read_spec(self, name: str) -> CollectionSpec | None:
+        return run_steps(self._read_spec_steps(name), self._client)
+
+    def _read_spec_steps(self, name: str) -> Steps[CollectionSpec | None]:
+        """The stored spec, as steps on a ``MilvusClient`` or the async twin's client."""
         # One RPC per query/upsert (has_collection first would double the guard's cost); pymilvus logs
         # an ERROR for a missing collection, which _QuietNotFound drops while this probe runs.
         token = _PROBING.set(True)
         try:
-            info = self._client.describe_collection(name, **CALL)
+            info = yield lambda client: client.describe_collection(name, **CALL)
         except Exception as exc:  # noqa: BLE001 - only "not found" means absent
             if not isinstance(translate(exc, ""), CollectionNotFoundError):
                 raise
+            # Lite's emulated aliases are read with the sync client, on either path (Lite is in-process).
             target = self._lite_aliases.target(name) if self._lite_aliases is not None else None
-            return self._read_spec(target) if target is not None and target != name else None
+            if target is None or target == name:
+                return None
+            return (yield from self._read_spec_steps(target))
         finally:
             _PROBING.reset(token)
         desc = info.get("description") or ""
@@ -246,13 +277,15 @@ class MilvusAdapter(Adapter):
         return int(res[0]["count(*)"]) if res else 0
 
     # ---- search ----------------------------------------------------------------------------
-    def _dense_request(self, name: str, leg: DenseLeg, expr: str) -> tuple[list[Any], str, dict[str, Any], str]:
+    def _dense_request(self, name: str, leg: DenseLeg,
+                       expr: str) -> Steps[tuple[list[Any], str, dict[str, Any], str]]:
         """(data, field, params, expr) of the dense leg; with Matryoshka, stage 1 runs here first."""
         f = leg.field
         if leg.prefix is not None and f.prefix_name:
-            first = self._client.search(name, data=[self._vector_value(f, leg.prefix)], anns_field=f.prefix_name,
-                                        limit=min(leg.prefix_candidates, 16_384), filter=expr,
-                                        search_params=search_params(f), output_fields=["pk"], **CALL)
+            first = yield lambda client: client.search(
+                name, data=[self._vector_value(f, leg.prefix)], anns_field=f.prefix_name,
+                limit=min(leg.prefix_candidates, 16_384), filter=expr, search_params=search_params(f),
+                output_fields=["pk"], **CALL)
             pks = [hit["id"] for hit in first[0]] or ["-"]
             keep = f"pk in [{', '.join(literal(p) for p in pks)}]"
             expr = f"({expr}) and {keep}" if expr else keep
@@ -263,11 +296,15 @@ class MilvusAdapter(Adapter):
         return [dict(zip(leg.vector.indices, leg.vector.values, strict=True))]
 
     def _search(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
+        return run_steps(self._search_steps(spec, name, plan), self._client)
+
+    def _search_steps(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> Steps[list[Hit]]:
+        """One native (hybrid) search, as steps on a ``MilvusClient`` or an ``AsyncMilvusClient``."""
         name = spec.name  # the physical collection (a Lite alias is resolved by the adapter)
         expr = self._expr(spec, plan.filter)
         reqs: dict[str, tuple[list[Any], str, dict[str, Any], str, int]] = {}
         if plan.dense is not None:
-            reqs["dense"] = (*self._dense_request(name, plan.dense, expr), plan.dense.candidates)
+            reqs["dense"] = (*(yield from self._dense_request(name, plan.dense, expr)), plan.dense.candidates)
         if plan.sparse is not None:
             reqs["sparse"] = (self._sparse_data(plan.sparse), plan.sparse.field.name, SPARSE_SEARCH, expr,
                               plan.sparse.candidates)
@@ -275,11 +312,12 @@ class MilvusAdapter(Adapter):
             ranker = self._ranker(plan, list(reqs))
             anns = [AnnSearchRequest(data=d, anns_field=fld, param=p, limit=min(n, 16_384), expr=e or None)
                     for d, fld, p, e, n in reqs.values()]
-            res = self._client.hybrid_search(name, anns, ranker, limit=plan.limit, output_fields=OUT, **CALL)
+            res = yield lambda client: client.hybrid_search(name, anns, ranker, limit=plan.limit,
+                                                            output_fields=OUT, **CALL)
             return [self._hit(h, float(h["distance"]), "fused") for h in res[0]]
         (leg, (data, fld, params, e, _)), = reqs.items()
-        res = self._client.search(name, data=data, anns_field=fld, limit=plan.limit, filter=e,
-                                  search_params=params, output_fields=OUT, **CALL)
+        res = yield lambda client: client.search(name, data=data, anns_field=fld, limit=plan.limit, filter=e,
+                                                 search_params=params, output_fields=OUT, **CALL)
         f = plan.dense.field if plan.dense is not None else None
         return [self._hit(h, score(f, h["distance"]), leg) for h in res[0]]
 
@@ -341,3 +379,20 @@ class MilvusAdapter(Adapter):
         """The collection behind ``name`` (an emulated alias may point at another alias' target)."""
         spec = self._read_spec(name)
         return spec.name if spec is not None else name
+
+    def _list_names(self) -> list[str]:
+        return [n for n in self._client.list_collections(**CALL) if n != REGISTRY]
+
+    def _list_aliases(self) -> dict[str, str]:
+        if self._lite_aliases is not None:
+            return self._lite_aliases.all()
+        found: dict[str, str] = {}
+        for name in self._list_names():  # a server lists aliases per collection, without their target otherwise
+            try:
+                aliases = self._client.list_aliases(name, **CALL).get("aliases", [])
+            except Exception as exc:  # noqa: BLE001 - a collection dropped since it was listed has none
+                if isinstance(translate(exc, ""), CollectionNotFoundError):
+                    continue
+                raise
+            found.update(dict.fromkeys(aliases, name))
+        return found

@@ -2,7 +2,8 @@
 
 Connection-level failures (server restart, ``pg_terminate_backend``, network resets), lock
 conflicts and serialization failures are what a retry can cure; everything else (syntax, a
-missing table, a violated constraint) fails the same way on every attempt and raises at once.
+missing table, a violated constraint, a refused password or TLS setting) fails the same way on
+every attempt and raises at once.
 """
 
 from __future__ import annotations
@@ -34,13 +35,41 @@ def translate(exc: BaseException, what: str) -> SDKError:
         )
     if isinstance(exc, psycopg.Error):
         state = exc.sqlstate or ""
+        refused = _refused_connection(exc, state)
+        if refused:
+            return AdapterError(f"{what} failed: {refused} ({exc})")
         if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and not state:
             # No SQLSTATE: the client lost or could not open the connection.
-            return TransientAdapterError(f"{what} failed: connection to PostgreSQL lost: {exc}")
+            return TransientAdapterError(f"{what} failed: PostgreSQL is unreachable or dropped the connection: "
+                                         f"{exc}. Check that the server runs and that its host and port are "
+                                         "reachable from here")
         if state.startswith(_TRANSIENT_SQLSTATE_PREFIXES) or isinstance(exc, pg_errors.QueryCanceled):
             return TransientAdapterError(f"{what} failed (SQLSTATE {state}): {exc}")
         return AdapterError(f"{what} failed (SQLSTATE {state or 'none'}): {exc}")
     return translate_error(exc, what)
+
+
+# The server refused who we are or how we came (no SQLSTATE at connect time, hence the text): a retry
+# fails the same way, so these are not transient, and the message names the fix.
+_REFUSALS = (
+    (("password authentication failed", "authentication failed", "password is required", "no password supplied"),
+     "PostgreSQL refused the credentials; check the user and password (in the URL, percent-encoded, or "
+     "PGPASSWORD / ~/.pgpass)"),
+    (("no pg_hba.conf entry",),
+     "PostgreSQL's pg_hba.conf has no line for this user, database, address and TLS setting; connect with "
+     "?sslmode=require (or ?tls=true) if the server takes TLS only, or ask its administrator"),
+    (("server does not support ssl",),
+     "the PostgreSQL server has TLS off; turn ssl on there, or connect without sslmode=require / tls=true"),
+)
+
+
+def _refused_connection(exc: BaseException, state: str) -> str | None:
+    if state.startswith("28"):  # invalid authorization specification / password
+        return _REFUSALS[0][1]
+    if state or not isinstance(exc, psycopg.OperationalError):
+        return None
+    text = str(exc).lower()
+    return next((fix for words, fix in _REFUSALS if any(w in text for w in words)), None)
 
 
 def is_connection_lost(exc: BaseException) -> bool:

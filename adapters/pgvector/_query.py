@@ -9,13 +9,16 @@ results are deterministic and match the memory reference (which ranks each leg b
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pgvector import Bit, HalfVector, SparseVector, Vector
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from adapters.base import CollectionSpec, DenseField
 from adapters.pgvector._ddl import first_pass_expr
@@ -31,7 +34,7 @@ from adapters.validate import DenseLeg, QueryPlan, SparseLeg
 from sdk.core.similarity import DistanceKind
 from sdk.core.types import SparseVector as SdkSparse
 
-__all__ = ["LegSql", "build_search", "dense_value", "sparse_value"]
+__all__ = ["LegSql", "build_search", "dense_value", "metadata_value", "sparse_value"]
 
 
 def dense_value(f: DenseField, vec: np.ndarray) -> Any:
@@ -41,6 +44,35 @@ def dense_value(f: DenseField, vec: np.ndarray) -> Any:
     if f.storage == "float16":
         return HalfVector(np.asarray(vec, dtype=np.float32))
     return Vector(np.asarray(vec, dtype=np.float32))
+
+
+def metadata_value(metadata: Mapping[str, Any]) -> Jsonb:
+    """Validated metadata as ``jsonb`` that reads back with the same types.
+
+    jsonb keeps numbers as ``numeric``, which prints ``1e+16`` as ``10000000000000000``: JSON for an
+    int. A float that large is therefore written in full with a ``.0`` (its exact value), which
+    numeric keeps and prints back as a float."""
+    return Jsonb(metadata, dumps=_dumps if _has_large_float(metadata) else json.dumps)
+
+
+def _has_large_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return abs(value) >= 1e16
+    if isinstance(value, Mapping):
+        return any(_has_large_float(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_large_float(v) for v in value)
+    return False
+
+
+def _dumps(value: Any) -> str:
+    if isinstance(value, float) and abs(value) >= 1e16:
+        return f"{int(value)}.0"  # finite: adapters.validate refused NaN and inf
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{json.dumps(k)}:{_dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 def sparse_value(vec: SdkSparse) -> SparseVector:

@@ -8,26 +8,45 @@ collide with the adapter's own.
 
 from __future__ import annotations
 
-import os
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from adapters.aio import AsyncAdapter
 from adapters.base import Adapter, CursorPages
 from adapters.qdrant._errors import translate
 from adapters.qdrant._filters import META, QdrantFilter
 from adapters.qdrant._mapping import capabilities, score, search_params, sparse_params, vector_params
+from adapters.steps import Steps, run_steps
 from adapters.validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg
 from sdk.core.capabilities import Capabilities
 from sdk.core.errors import CollectionNotFoundError, ConfigError, InputError, SchemaMismatchError, SDKError
 from sdk.core.spec import CollectionSpec, DenseField
 from sdk.core.types import Filter, FusionMethod, Hit, SparseVector
+from sdk.core.urls import parse_url
 
-__all__ = ["QdrantAdapter"]
+__all__ = ["QdrantAdapter", "client_options"]
 
 SPEC_KEY = "retrieval_forge_spec"
+
+
+def client_options(url: str) -> dict[str, Any]:
+    """The ``QdrantClient`` arguments for ``url`` (``sdk.core.urls`` grammar): scheme, TLS and API key.
+
+    A pure function, so what the client is given (https, the key) is testable without a server.
+    """
+    if url.startswith("qdrant+local:"):
+        rest = url.removeprefix("qdrant+local:")
+        if rest == ":memory:":
+            return {"location": ":memory:"}
+        if not rest:
+            raise ConfigError("qdrant+local: needs a path, e.g. qdrant+local:./qdrant_data or qdrant+local::memory:")
+        return {"path": rest}
+    parsed = parse_url(url)
+    if parsed.engine != "qdrant":
+        raise ConfigError(f"not a Qdrant URL: {parsed.redacted!r}; use qdrant://HOST:PORT or qdrants://HOST:PORT")
+    return {"url": parsed.http_url, "api_key": parsed.api_key}
 
 
 class QdrantAdapter(Adapter):
@@ -54,19 +73,9 @@ class QdrantAdapter(Adapter):
 
     @classmethod
     def from_url(cls, url: str) -> QdrantAdapter:
-        """``qdrant://HOST:PORT`` (API key from ``QDRANT_API_KEY``), ``qdrant+local:PATH``, ``qdrant+local::memory:``."""
-        if url.startswith("qdrant+local:"):
-            rest = url.removeprefix("qdrant+local:")
-            if rest == ":memory:":
-                return cls(location=":memory:")
-            if not rest:
-                raise ConfigError("qdrant+local: needs a path, e.g. qdrant+local:./qdrant_data or qdrant+local::memory:")
-            return cls(path=rest)
-        parts = urlsplit(url)
-        if parts.scheme != "qdrant" or not parts.hostname:
-            raise ConfigError(f"not a Qdrant URL: {url!r}; use qdrant://HOST:PORT")
-        scheme = "https" if "tls=1" in parts.query or "https=1" in parts.query else "http"
-        return cls(url=f"{scheme}://{parts.hostname}:{parts.port or 6333}", api_key=os.environ.get("QDRANT_API_KEY"))
+        """``qdrant://[:API_KEY@]HOST:PORT``, ``qdrants://`` or ``?tls=true`` for HTTPS (key also from
+        ``QDRANT_API_KEY``), ``qdrant+local:PATH``, ``qdrant+local::memory:``; see ``client_options``."""
+        return cls(**client_options(url))
 
     @property
     def capabilities(self) -> Capabilities:
@@ -79,10 +88,24 @@ class QdrantAdapter(Adapter):
         if self._owns:
             self._client.close()
 
+    def _async_twin(self) -> AsyncAdapter:
+        if "hnsw" in self._caps.emulated:
+            # Local mode keeps the points in this process (memory, or a folder it locks): an
+            # AsyncQdrantClient could not open the same data, so the sync client runs in a thread.
+            return super()._async_twin()
+        from adapters.qdrant._async import AsyncQdrantAdapter
+
+        return AsyncQdrantAdapter(self)
+
     # ---- collections -----------------------------------------------------------------------
     def _read_spec(self, name: str) -> CollectionSpec | None:
+        return run_steps(self._read_spec_steps(name), self._client)
+
+    @staticmethod
+    def _read_spec_steps(name: str) -> Steps[CollectionSpec | None]:
+        """The stored spec, as steps on a ``QdrantClient`` or an ``AsyncQdrantClient``."""
         try:
-            info = self._client.get_collection(name)
+            info = yield lambda client: client.get_collection(name)
         except Exception as exc:  # noqa: BLE001 - only "not found" means absent
             if isinstance(translate(exc, ""), CollectionNotFoundError):
                 return None
@@ -184,6 +207,10 @@ class QdrantAdapter(Adapter):
         return {"query": vec, "using": leg.field.name, "limit": leg.candidates, "filter": flt}
 
     def _search(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
+        return run_steps(self._search_steps(spec, name, plan), self._client)
+
+    def _search_steps(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> Steps[list[Hit]]:
+        """One native query, as steps on a ``QdrantClient`` or an ``AsyncQdrantClient``."""
         flt = self._filter(spec, plan.filter)
         legs: dict[str, dict[str, Any]] = {}
         if plan.dense is not None:
@@ -199,15 +226,15 @@ class QdrantAdapter(Adapter):
             else:
                 query = models.FusionQuery(fusion=models.Fusion.DBSF)
             prefetch = [models.Prefetch(**args) for args in legs.values()]
-            res = self._client.query_points(name, prefetch=prefetch, query=query, query_filter=flt,
-                                            limit=plan.limit, with_payload=True)
+            res = yield lambda client: client.query_points(name, prefetch=prefetch, query=query, query_filter=flt,
+                                                           limit=plan.limit, with_payload=True)
             return [self._hit(p, float(p.score), "fused") for p in res.points]
         (leg, args), = legs.items()
         args = dict(args)
         args["limit"] = plan.limit
         args["query_filter"] = args.pop("filter")
         args["search_params"] = args.pop("params", None)
-        res = self._client.query_points(name, with_payload=True, **args)
+        res = yield lambda client: client.query_points(name, with_payload=True, **args)
         f = plan.dense.field if plan.dense is not None else None
         return [self._hit(p, score(f, p.score), leg) for p in res.points]
 
@@ -244,3 +271,9 @@ class QdrantAdapter(Adapter):
         self._client.update_collection_aliases(change_aliases_operations=[
             models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))])
         return True
+
+    def _list_names(self) -> list[str]:
+        return [c.name for c in self._client.get_collections().collections]
+
+    def _list_aliases(self) -> dict[str, str]:
+        return {a.alias_name: a.collection_name for a in self._client.get_aliases().aliases}

@@ -536,6 +536,46 @@ class AdapterConformance:
         with pytest.raises(CollectionNotFoundError):
             db.create_alias(alias, "rf_no_such_collection")
 
+    # ---- listing -------------------------------------------------------------------------------
+    def create_foreign(self, db: Adapter, name: str) -> Callable[[], None] | None:
+        """Create a collection ``name`` with the driver itself (no stored spec); return what removes it.
+
+        Override in a database's test module; the default (``None``) skips that part of the listing test.
+        """
+        return None
+
+    def test_list_collections(self, db: Adapter, caps: Capabilities) -> None:
+        """The SDK's collections are listed with their specs and the aliases that resolve to them; a
+        collection made with the driver is not. Failure: _list_names misses a collection or returns an
+        alias, _list_aliases loses a target, or _read_spec takes a foreign collection for the SDK's."""
+        sp = self.sparse_ok(caps)
+        blue, green, alias, foreign = self.name(), self.name(), self.name(), self.name()
+        for n in (blue, green):
+            db.ensure_collection(self.spec(n, sparse=sp))
+        if caps.aliases:
+            db.create_alias(alias, blue)
+        remove = self.create_foreign(db, foreign)
+        try:
+            infos = db.list_collections()
+        finally:
+            if remove is not None:
+                remove()
+        listed = {info.name: info for info in infos}
+        assert [info.name for info in infos] == sorted(listed), "not sorted by name, or a name twice"
+        assert {blue, green} <= set(listed), f"missing from {sorted(listed)}"
+        assert alias not in listed and foreign not in listed and foreign.capitalize() not in listed
+        assert listed[blue].spec == self.spec(blue, sparse=sp) and listed[green].spec == self.spec(green, sparse=sp)
+        assert listed[green].aliases == ()
+        if caps.aliases:
+            (shown,) = listed[blue].aliases
+            assert shown.lower() == alias.lower(), shown  # Weaviate keeps aliases capitalised
+            assert db.describe(shown).name == blue
+            db.switch_alias(alias, green)
+            listed = {info.name: info for info in db.list_collections()}
+            assert listed[blue].aliases == () and len(listed[green].aliases) == 1
+        assert db.drop(blue) is True
+        assert blue not in {info.name for info in db.list_collections()}
+
     # ---- the metadata guard --------------------------------------------------------------------
     def test_metadata_guard(self, db: Adapter, caps: Capabilities) -> None:
         """A spec other than the stored one is refused before anything is written. Failure: the adapter does not store the spec JSON in the database."""

@@ -59,6 +59,10 @@ WEAVIATE_CAPABILITIES = Capabilities(
     # HybridQuery.candidate_limits says.
     rrf_k=59,
     leg_candidates=False,
+    # The client sends property values as protobuf Struct numbers (doubles): a declared int field would
+    # get 2**53 + 1 rounded, or 2**63 - 512 refused as out of int64. Integers exact in a double only.
+    max_int=2**53 - 1,
+    max_limit=10_000,  # QUERY_MAXIMUM_RESULTS, the server's default: "query maximum results exceeded"
 )
 
 _DISTANCES = {

@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import weaviate
 from weaviate.classes.config import Configure, Property, Tokenization
 from weaviate.classes.data import DataObject
+from weaviate.classes.init import AdditionalConfig, GrpcConfig, Timeout
 from weaviate.classes.query import Filter as WFilter
 from weaviate.classes.query import HybridFusion, MetadataQuery
 
+from adapters.aio import AsyncAdapter
 from adapters.base import Adapter, Capabilities, CollectionSpec, CursorPages, PreparedRecord, QueryPlan
-from adapters.weaviate._errors import translate
+from adapters.guard import check_same
+from adapters.steps import Steps, run_steps
+from adapters.weaviate._errors import already_exists, translate
 from adapters.weaviate._filters import WeaviateFilter
 from adapters.weaviate._mapping import (
     DOC_ID_PROP,
@@ -38,6 +41,7 @@ from adapters.weaviate._mapping import (
 from sdk.core.errors import (
     AdapterError,
     CapabilityError,
+    CollectionNotFoundError,
     ConfigError,
     InputError,
     SDKError,
@@ -45,8 +49,9 @@ from sdk.core.errors import (
 )
 from sdk.core.similarity import DistanceKind, distance_to_score
 from sdk.core.types import Filter, FusionMethod, Hit
+from sdk.core.urls import parse_url, redact
 
-__all__ = ["WEAVIATE_CAPABILITIES", "WeaviateAdapter"]
+__all__ = ["WEAVIATE_CAPABILITIES", "WeaviateAdapter", "client_options"]
 
 _WRITER = "retrieval-forge adapters.weaviate"
 _MARK = "retrieval_forge"
@@ -56,6 +61,31 @@ _FUSIONS = {FusionMethod.RRF: HybridFusion.RANKED, FusionMethod.RELATIVE_SCORE: 
 # tests/integration/test_hybrid_weaviate.py.
 _WEAVIATE_RRF_K = 59
 _FETCH_CHUNK = 1000
+# gRPC waits longer and longer between reconnection attempts (up to 2 min) while a server is away,
+# and fails every call at once in between: after an outage the adapter stayed unusable for 30 s and
+# more once Weaviate was back (tests/reliability/test_faults.py). Retry the connection every second.
+_GRPC_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                   ("grpc.max_reconnect_backoff_ms", 1000)]
+
+
+def client_options(url: str) -> dict[str, Any]:
+    """The ``weaviate.connect_to_custom`` arguments for ``url`` (``sdk.core.urls`` grammar).
+
+    A pure function: ``connect_to_custom`` connects while it runs, so this is what tests inspect.
+    """
+    parsed = parse_url(url)
+    if parsed.engine != "weaviate":
+        raise ConfigError(f"not a Weaviate URL: {parsed.redacted!r}; use weaviate://HOST:PORT?grpc=50051")
+    grpc_host = parsed.options.get("grpc_host", parsed.host).strip("[]")
+    grpc_port = int(parsed.options.get("grpc", "50051"))
+    if grpc_host == parsed.host and grpc_port == parsed.port:
+        raise ConfigError(f"HTTP and gRPC share {parsed.host}:{grpc_port} in {parsed.redacted!r}; Weaviate serves "
+                          "them on two ports or two hosts: set grpc=PORT or grpc_host=HOST")
+    return {
+        "http_host": parsed.host, "http_port": parsed.port, "http_secure": parsed.tls,
+        "grpc_host": grpc_host, "grpc_port": grpc_port, "grpc_secure": parsed.tls,
+        "auth_credentials": weaviate.classes.init.Auth.api_key(parsed.api_key) if parsed.api_key else None,
+    }
 
 
 class WeaviateAdapter(Adapter):
@@ -72,29 +102,22 @@ class WeaviateAdapter(Adapter):
         self._owns = owns_client
 
     @classmethod
-    def from_url(cls, url: str) -> WeaviateAdapter:
-        """``weaviate://HOST:HTTP_PORT?grpc=GRPC_PORT`` (``weaviates://`` for TLS); API key from
-        ``WEAVIATE_API_KEY`` when set."""
-        import os
+    def from_url(cls, url: str, *, call_timeout: float | None = None) -> WeaviateAdapter:
+        """``weaviate://[:API_KEY@]HOST:HTTP_PORT?grpc=GRPC_PORT[&grpc_host=HOST]``; ``weaviates://`` or
+        ``?tls=true`` for TLS on HTTP and gRPC; API key also from ``WEAVIATE_API_KEY``. See ``client_options``.
 
-        parts = urlsplit(url)
-        if parts.scheme not in ("weaviate", "weaviates") or not parts.hostname:
-            raise ConfigError(f"not a Weaviate URL: {url!r}; use weaviate://HOST:PORT?grpc=50051")
-        secure = parts.scheme == "weaviates"
+        ``call_timeout`` caps how long one call waits for an answer (default: weaviate-client's 30 s for
+        reads, 90 s for writes); a retry follows a timeout, as after any transient failure."""
+        options = client_options(url)
+        if call_timeout is not None and (isinstance(call_timeout, bool) or not isinstance(call_timeout, (int, float))
+                                         or call_timeout <= 0):
+            raise ConfigError(f"call_timeout must be a number of seconds > 0, got {call_timeout!r}")
+        timeout = Timeout() if call_timeout is None else Timeout(query=call_timeout, insert=call_timeout)
         try:
-            grpc_port = int(parse_qs(parts.query).get("grpc", ["50051"])[0])
-            http_port = parts.port or (443 if secure else 8080)
-        except ValueError as exc:
-            raise ConfigError(f"bad port in Weaviate URL {url!r}: {exc}") from exc
-        key = os.environ.get("WEAVIATE_API_KEY")
-        try:
-            client = weaviate.connect_to_custom(
-                http_host=parts.hostname, http_port=http_port, http_secure=secure,
-                grpc_host=parts.hostname, grpc_port=grpc_port, grpc_secure=secure,
-                auth_credentials=weaviate.classes.init.Auth.api_key(key) if key else None,
-            )
+            client = weaviate.connect_to_custom(**options, additional_config=AdditionalConfig(
+                timeout=timeout, grpc_config=GrpcConfig(channel_options=_GRPC_RECONNECT)))
         except Exception as exc:  # noqa: BLE001 - every connect failure becomes an SDK error
-            raise translate(exc, f"connecting to Weaviate at {url}") from exc
+            raise translate(exc, f"connecting to Weaviate at {redact(url)}") from exc
         return cls(client, owns_client=True)
 
     @property
@@ -108,15 +131,28 @@ class WeaviateAdapter(Adapter):
         if self._owns:
             self._client.close()
 
+    def _async_twin(self) -> AsyncAdapter:
+        from adapters.weaviate._async import AsyncWeaviateAdapter
+
+        return AsyncWeaviateAdapter(self)
+
     def _coll(self, spec: CollectionSpec) -> Any:
         return self._client.collections.get(class_name(spec.name))
 
     # ---- metadata ----------------------------------------------------------------------------
     def _read_spec(self, name: str) -> CollectionSpec | None:
+        return run_steps(self._read_spec_steps(name), self._client)
+
+    @staticmethod
+    def _read_spec_steps(name: str) -> Steps[CollectionSpec | None]:
+        """The stored spec, as steps on a ``WeaviateClient`` or a ``WeaviateAsyncClient``."""
         cls = class_name(name)
-        if not self._client.collections.exists(cls):
-            return None
-        cfg = self._client.collections.get(cls).config.get()  # an alias resolves to its target
+        try:  # one request, not exists() then get(): the guard runs before every query
+            cfg = yield lambda client: client.collections.get(cls).config.get()  # an alias resolves to its target
+        except Exception as exc:  # noqa: BLE001 - only "not found" means absent
+            if isinstance(translate(exc, ""), CollectionNotFoundError):
+                return None
+            raise
         try:
             meta = json.loads(cfg.description or "")
             if not isinstance(meta, dict) or _MARK not in meta:
@@ -157,12 +193,20 @@ class WeaviateAdapter(Adapter):
             kw = {"tokenization": Tokenization.FIELD, "index_searchable": False} if p.type == "keyword" else {}
             props.append(Property(name=prop_name(p.name), data_type=PAYLOAD_DATA_TYPES[p.type], **kw))
         description = json.dumps({_MARK: 1, "written_by": _WRITER, "spec": spec.to_dict()}, sort_keys=True)
-        self._client.collections.create(
-            cls,
-            description=description,
-            vector_config=vectors,
-            properties=props,
-        )
+        try:
+            self._client.collections.create(
+                cls,
+                description=description,
+                vector_config=vectors,
+                properties=props,
+            )
+        except Exception as exc:
+            # Created meanwhile: a concurrent creator, or an earlier attempt of this very call whose answer
+            # was lost (tests/reliability/test_faults.py). Fine if it holds the same spec.
+            stored = self._read_spec(spec.name) if already_exists(exc) else None
+            if stored is None:
+                raise
+            check_same(stored, spec, spec.name)
 
     def _drop(self, name: str) -> bool:
         cls = class_name(name)
@@ -244,14 +288,21 @@ class WeaviateAdapter(Adapter):
 
     # ---- search ----------------------------------------------------------------------------------
     def _search(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
-        coll = self._coll(spec)
+        return run_steps(self._search_steps(spec, name, plan), self._client)
+
+    def _search_steps(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> Steps[list[Hit]]:
+        """One native search, as steps on a ``WeaviateClient`` or a ``WeaviateAsyncClient``."""
+        cls = class_name(spec.name)
         where = WeaviateFilter(spec).translate(plan.filter) if plan.filter is not None else None
         props = [DOC_ID_PROP, TEXT_PROP, PAYLOAD_PROP]
         if plan.dense is not None and plan.text is not None:
-            return self._hybrid(coll, plan, where, props)
+            args = self._hybrid_args(plan, where, props)
+            res = yield lambda client: client.collections.get(cls).query.hybrid(**args)
+            return [_hit(o, o.metadata.score, DistanceKind.SIMILARITY, "fused") for o in res.objects]
         if plan.text is not None:
-            res = coll.query.bm25(query=plan.text, query_properties=[TEXT_PROP], limit=plan.limit, filters=where,
-                                  return_metadata=MetadataQuery(score=True), return_properties=props)
+            res = yield lambda client: client.collections.get(cls).query.bm25(
+                query=plan.text, query_properties=[TEXT_PROP], limit=plan.limit, filters=where,
+                return_metadata=MetadataQuery(score=True), return_properties=props)
             return [_hit(o, o.metadata.score, DistanceKind.SIMILARITY, "text") for o in res.objects]
         leg = plan.dense
         if leg is None:  # pragma: no cover - prepare_query guarantees a leg
@@ -259,20 +310,23 @@ class WeaviateAdapter(Adapter):
         f = leg.field
         kind = distance_kind(f.similarity)
         if leg.prefix is not None and f.prefix_name:
-            first = coll.query.near_vector(near_vector=leg.prefix.astype(np.float32), target_vector=f.prefix_name,
-                                           limit=leg.prefix_candidates, filters=where, return_properties=[])
+            first = yield lambda client: client.collections.get(cls).query.near_vector(
+                near_vector=leg.prefix.astype(np.float32), target_vector=f.prefix_name,
+                limit=leg.prefix_candidates, filters=where, return_properties=[])
             ids = [o.uuid for o in first.objects]
             if not ids:
                 return []
             only = WFilter.by_id().contains_any(ids)
             where = only if where is None else WFilter.all_of([where, only])
-        res = coll.query.near_vector(near_vector=np.asarray(leg.vector, dtype=np.float32), target_vector=f.name,
-                                     limit=min(plan.limit, leg.candidates), filters=where,
-                                     return_metadata=MetadataQuery(distance=True), return_properties=props)
+        res = yield lambda client: client.collections.get(cls).query.near_vector(
+            near_vector=np.asarray(leg.vector, dtype=np.float32), target_vector=f.name,
+            limit=min(plan.limit, leg.candidates), filters=where,
+            return_metadata=MetadataQuery(distance=True), return_properties=props)
         return [_hit(o, o.metadata.distance, kind, "dense") for o in res.objects]
 
-    def _hybrid(self, coll: Any, plan: QueryPlan, where: Any, props: list[str]) -> list[Hit]:
-        """Weaviate's own ``hybrid``: BM25 on ``text`` fused with the dense leg (alpha from the weights).
+    @staticmethod
+    def _hybrid_args(plan: QueryPlan, where: Any, props: list[str]) -> dict[str, Any]:
+        """Arguments of Weaviate's own ``hybrid``: BM25 on ``text`` fused with the dense leg (alpha from the weights).
 
         A Matryoshka field's dense leg searches the full vector here: Weaviate cannot feed a prefix
         stage into one leg of ``hybrid``, and restricting both legs to the prefix candidates would
@@ -291,12 +345,12 @@ class WeaviateAdapter(Adapter):
         wd, wt = float(fusion.weights.get("dense", 1.0)), float(fusion.weights.get("text", 1.0))
         if wd + wt <= 0:
             raise InputError("fusion weights of the dense and text legs are both 0")
-        res = coll.query.hybrid(
-            query=plan.text, vector=np.asarray(leg.vector, dtype=np.float32), target_vector=leg.field.name,
-            alpha=wd / (wd + wt), fusion_type=_FUSIONS[fusion.method], query_properties=[TEXT_PROP],
-            limit=plan.limit, filters=where, return_metadata=MetadataQuery(score=True), return_properties=props,
-        )
-        return [_hit(o, o.metadata.score, DistanceKind.SIMILARITY, "fused") for o in res.objects]
+        return {
+            "query": plan.text, "vector": np.asarray(leg.vector, dtype=np.float32), "target_vector": leg.field.name,
+            "alpha": wd / (wd + wt), "fusion_type": _FUSIONS[fusion.method], "query_properties": [TEXT_PROP],
+            "limit": plan.limit, "filters": where, "return_metadata": MetadataQuery(score=True),
+            "return_properties": props,
+        }
 
     # ---- aliases ---------------------------------------------------------------------------------
     def _alias_target(self, collection: str) -> str:
@@ -336,6 +390,29 @@ class WeaviateAdapter(Adapter):
         """Current alias -> Weaviate class map (for inspection and tests)."""
         found = self._call("listing aliases", lambda: self._client.alias.list_all())
         return {a.alias: a.collection for a in found.values()}
+
+    def _sdk_names(self) -> dict[str, str]:
+        """Weaviate class -> the SDK collection name its description stores (the class name when none)."""
+        return {cls: _stored_name(cfg.description) or cls
+                for cls, cfg in self._client.collections.list_all(simple=True).items()}
+
+    def _list_names(self) -> list[str]:
+        return list(self._sdk_names().values())
+
+    def _list_aliases(self) -> dict[str, str]:
+        names = self._sdk_names()  # an alias targets a class; list_collections names the SDK collection
+        return {a.alias: names.get(a.collection, a.collection) for a in self._client.alias.list_all().values()}
+
+
+def _stored_name(description: str | None) -> str | None:
+    """The SDK collection name in a class description this adapter wrote; ``None`` for any other."""
+    try:
+        meta = json.loads(description or "")
+    except ValueError:
+        return None
+    spec = meta.get("spec") if isinstance(meta, dict) and _MARK in meta else None
+    name = spec.get("name") if isinstance(spec, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _transient_text(message: str) -> bool:

@@ -10,6 +10,7 @@ exact in-memory reference adapter uses too, so there is one implementation of ev
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -17,10 +18,11 @@ from typing import Any
 from sdk.core.capabilities import Capabilities
 from sdk.core.errors import CapabilityError
 from sdk.core.fusion import fuse
-from sdk.core.store import VectorStore
+from sdk.core.spec import CollectionSpec
+from sdk.core.store import AsyncVectorStore, VectorStore
 from sdk.core.types import Fusion, FusionMethod, Hit, HybridQuery
 
-__all__ = ["CLIENT_FUSION", "client_fuse", "native_fusion_gap", "native_weights", "with_client_fusion"]
+__all__ = ["CLIENT_FUSION", "aclient_fuse", "client_fuse", "native_fusion_gap", "native_weights", "with_client_fusion"]
 
 CLIENT_FUSION = "client_fusion"  # the ``Capabilities.emulated`` flag set when the fallback is in use
 
@@ -62,12 +64,28 @@ def _kind(leg: str, caps_similarity: str | None) -> str:
 
 
 def client_fuse(adapter: VectorStore, collection: str, query: HybridQuery,
-                dense_similarity: str | None = None) -> list[Hit]:
+                dense_similarity: str | None = None, *, expect: CollectionSpec | None = None) -> list[Hit]:
     """Run each leg of ``query`` natively on its own, then fuse here (the documented fallback).
 
     Hits carry every leg's score in ``scores_by_stage`` besides ``"fused"``; legs are fetched with
-    their candidate limits, exactly like a native hybrid query would.
+    their candidate limits, exactly like a native hybrid query would. ``expect`` goes to every leg's
+    query (the stored-spec guard).
     """
+    single = _single_legs(query)
+    results = {leg: adapter.query(collection, q, expect=expect) for leg, q in single.items()}
+    return _fuse_legs(results, query, dense_similarity)
+
+
+async def aclient_fuse(store: AsyncVectorStore, collection: str, query: HybridQuery,
+                       dense_similarity: str | None = None, *, expect: CollectionSpec | None = None) -> list[Hit]:
+    """``client_fuse`` on an async store: the single-leg queries run concurrently, the fusion is the same."""
+    single = _single_legs(query)
+    answers = await asyncio.gather(*(store.aquery(collection, q, expect=expect) for q in single.values()))
+    return _fuse_legs(dict(zip(single, answers, strict=True)), query, dense_similarity)
+
+
+def _single_legs(query: HybridQuery) -> dict[str, HybridQuery]:
+    """Each leg of ``query`` as its own single-leg query, fetched as deep as the hybrid would fetch it."""
     single: dict[str, HybridQuery] = {}
     base: dict[str, Any] = {"filter": query.filter, "dense_field": query.dense_field,
                             "sparse_field": query.sparse_field, "fusion": query.fusion}
@@ -79,7 +97,11 @@ def client_fuse(adapter: VectorStore, collection: str, query: HybridQuery,
         single["text"] = HybridQuery(text=query.text, limit=query.candidates("text"), **base)
     if len(single) < 2:
         raise CapabilityError("client-side fusion needs at least two legs; run a single-leg query natively")
-    results = {leg: adapter.query(collection, q) for leg, q in single.items()}
+    return single
+
+
+def _fuse_legs(results: Mapping[str, list[Hit]], query: HybridQuery, dense_similarity: str | None) -> list[Hit]:
+    """The legs' native answers fused with ``sdk.core.fusion`` (every leg's score kept per hit)."""
     by_id: dict[str, Hit] = {}
     stages: dict[str, dict[str, float]] = {}
     legs: dict[str, list[tuple[str, float]]] = {}

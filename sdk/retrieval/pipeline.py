@@ -28,6 +28,8 @@ MiniLM). Weight the stronger leg (``Fusion(weights={"dense": 2.0})``) or lower k
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -40,11 +42,13 @@ from sdk.core.errors import (
     DimensionMismatchError,
     InputError,
     SchemaMismatchError,
+    SimilarityMismatchError,
 )
 from sdk.core.progress import progress_bar
 from sdk.core.registry import connect
+from sdk.core.similarity import Similarity
 from sdk.core.spec import CollectionSpec, DenseField, SparseField
-from sdk.core.store import VectorStore
+from sdk.core.store import AsyncVectorStore, VectorStore, async_store
 from sdk.core.types import Document, EncodedBatch, Filter, Fusion, Hit, HybridQuery, SparseVector
 from sdk.feedback import (
     Capture,
@@ -55,7 +59,7 @@ from sdk.feedback import (
     open_feedback_store,
 )
 from sdk.feedback.registry import Registry, ServingState
-from sdk.retrieval.fusion import client_fuse, native_fusion_gap, with_client_fusion
+from sdk.retrieval.fusion import aclient_fuse, client_fuse, native_fusion_gap, with_client_fusion
 from sdk.retrieval.learned import LearnedSettings, ModelCache, Serving
 
 __all__ = ["RetrievalPipeline", "SearchResult", "resolve_store"]
@@ -90,14 +94,43 @@ def resolve_store(store: VectorStore | str) -> tuple[VectorStore, bool]:
     )
 
 
-def _as_document(item: Any) -> Document:
+def _as_document(item: Any, pos: int) -> Document:
+    """``item`` as a ``Document``. A mapping's id is taken as given: a missing, empty or non-string id is
+    refused, never turned into text (``None`` would become ``"None"`` and ``1`` equal ``"1"``, so
+    documents would silently overwrite each other)."""
     if isinstance(item, Document):
         return item
-    if isinstance(item, Mapping) and "id" in item and "text" in item:
-        return Document(str(item["id"]), item["text"], dict(item.get("metadata") or {}))
+    if isinstance(item, Mapping) and "text" in item:
+        doc_id = item.get("id")
+        if not isinstance(doc_id, str) or not doc_id:
+            got = "no id" if doc_id is None else f"the id {doc_id!r} ({type(doc_id).__name__})"
+            raise InputError(
+                f"add_documents: document {pos} has {got}; every document needs its own non-empty string id "
+                "(a re-run overwrites the document with that id instead of adding a copy). Give it one, e.g. "
+                "{'id': 'faq-42', 'text': ...}; for numbers, pass str(n) yourself"
+            )
+        metadata = item.get("metadata")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InputError(f"add_documents: document {pos} ({doc_id!r}) has metadata of type "
+                             f"{type(metadata).__name__}; pass a dict")
+        return Document(doc_id, item["text"], dict(metadata or {}))
     raise InputError(
-        f"add_documents takes sdk.core.types.Document values or mappings with 'id' and 'text', got {type(item).__name__}"
+        f"add_documents takes sdk.core.types.Document values or mappings with 'id' and 'text', got "
+        f"{type(item).__name__} at position {pos}"
     )
+
+
+def _unique(docs: list[Document]) -> None:
+    """Refuse two documents with one id in one call: the second would overwrite the first."""
+    seen: dict[str, int] = {}
+    for pos, doc in enumerate(docs):
+        first = seen.setdefault(doc.id, pos)
+        if first != pos:
+            shown = repr(doc.id) if len(doc.id) <= 60 else f"{doc.id[:60]!r}..."
+            raise InputError(
+                f"add_documents: documents {first} and {pos} both have the id {shown}; ids must be unique "
+                "within one call (the second would overwrite the first). Give each document its own id"
+            )
 
 
 def _encoder_parts(encoder: str | None) -> dict[str, str]:
@@ -108,12 +141,26 @@ def _encoder_parts(encoder: str | None) -> dict[str, str]:
 
 def encoder_id(encoder: Any) -> str:
     """The encoder's fingerprint (``ModuleEncoder.fingerprint``: weights and everything that shapes
-    its vectors); for an object without one (a test double), its model folder's name."""
+    its vectors). Another torch module (a sentence-transformers model) is fingerprinted the same way,
+    from its weights, modules, similarity and prompts. Anything else (a test double, a remote
+    embedding API) is known only by its class name: give it a ``fingerprint()`` method to be told
+    apart from another object of its class."""
     fingerprint = getattr(encoder, "fingerprint", None)
     if callable(fingerprint):
         return str(fingerprint())
-    path = getattr(encoder, "model_path", None)
-    return getattr(path, "name", None) or type(encoder).__name__
+    torch = sys.modules.get("torch")  # an nn.Module means torch is loaded already; never import it here
+    if torch is not None and isinstance(encoder, torch.nn.Module):
+        from sdk.encoders.fingerprint import encoder_fingerprint
+
+        prompts = getattr(encoder, "prompts", None)
+        return encoder_fingerprint(encoder, similarity=str(_similarity(encoder).value),
+                                   prompts=dict(prompts) if isinstance(prompts, Mapping) else None)
+    return type(encoder).__name__
+
+
+def _similarity(encoder: Any) -> Similarity:
+    """How a dense encoder's vectors are compared (``similarity_fn_name``; cosine when it says nothing)."""
+    return Similarity.parse(getattr(encoder, "similarity_fn_name", None) or Similarity.COSINE)
 
 
 class RetrievalPipeline:
@@ -172,6 +219,10 @@ class RetrievalPipeline:
         self._capture: Capture | None = None
         self._learned: LearnedSettings | None = None
         self._models = ModelCache(device)
+        # (target, id(dense), id(sparse)) -> (stored spec the encoders were checked against, dense, sparse):
+        # what each query passes as ``expect`` (the encoders are kept so their ids stay unique).
+        self._checked: dict[tuple[str, int, int], tuple[CollectionSpec, Any, Any]] = {}
+        self._checked_lock = threading.Lock()
         self.adapter, self._owns_store = resolve_store(store)
         try:
             self._configure(dense_encoder, sparse_encoder, collection, reranker, text_leg, fusion, client_fusion)
@@ -316,27 +367,60 @@ class RetrievalPipeline:
                                 fingerprint=encoder_id, resolve_physical=lambda: adapter.describe(self.target).name)
 
     def _check_existing(self) -> None:
-        """Refuse an existing collection whose fields do not fit the encoders, before any query."""
-        if not self.adapter.exists(self.target):
-            return
-        spec = self.adapter.describe(self.target)
-        if self.dense_encoder is not None:
-            field = spec.dense_field(self.dense_field)
-            dim = int(self.dense_encoder.get_sentence_embedding_dimension())
+        """Refuse an existing collection whose vectors the encoders cannot be compared with, before any query."""
+        if self.adapter.exists(self.target):
+            self._expected(self._serving)
+
+    def _expected(self, s: Serving) -> CollectionSpec | None:
+        """The stored spec of ``s.target`` once ``s``'s encoders were checked against it; every query of
+        ``s`` passes it as ``expect``, so a collection rebuilt (or an alias moved) since by another
+        model, width or similarity is refused at query time too. ``None`` for a text-only pipeline."""
+        if s.dense is None and s.sparse is None:
+            return None
+        key = (s.target, id(s.dense), id(s.sparse))
+        found = self._checked.get(key)
+        if found is not None:
+            return found[0]
+        stored = self.adapter.describe(s.target)
+        self._check_fits(stored, s.dense, s.sparse)
+        with self._checked_lock:
+            while len(self._checked) >= 16:  # old serving snapshots (promotions, rollbacks)
+                self._checked.pop(next(iter(self._checked)))
+            self._checked[key] = (stored, s.dense, s.sparse)
+        return stored
+
+    def _check_fits(self, stored: CollectionSpec, dense: Any, sparse: Any) -> None:
+        """Refuse a collection built for other vectors: another width or similarity, or (same width) another
+        model, named by the encoder fingerprints it stores."""
+        name = stored.name if stored.name == self.collection else f"{self.collection} ({stored.name})"
+        if dense is not None:
+            field = stored.dense_field(self.dense_field)
+            dim = int(dense.get_sentence_embedding_dimension())
             if field.dim != dim:
                 raise DimensionMismatchError(
-                    f"collection {self.collection!r} stores {field.dim}-d vectors in {self.dense_field!r} but the "
+                    f"collection {name!r} stores {field.dim}-d vectors in {self.dense_field!r} but the "
                     f"dense encoder makes {dim}-d ones; use the encoder that built it or another collection"
                 )
-        if self.sparse_encoder is not None:
-            spec.sparse_field(self.sparse_field)
-        stored = _encoder_parts(spec.encoder)
-        for leg, encoder in (("dense", self.dense_encoder), ("sparse", self.sparse_encoder)):
-            if encoder is not None and leg in stored and stored[leg] != encoder_id(encoder):
-                raise SchemaMismatchError(
-                    f"collection {self.collection!r} was built by another {leg} encoder ({stored[leg]}) than this "
-                    f"pipeline's ({encoder_id(encoder)}); their vectors are not comparable. Use the encoder that "
+            sim = _similarity(dense)
+            if field.similarity is not sim:
+                raise SimilarityMismatchError(
+                    f"collection {name!r} compares {self.dense_field!r} vectors by {field.similarity.value} but the "
+                    f"dense encoder's similarity is {sim.value}; use the encoder (and similarity_fn_name) that "
                     "built it, or re-index (sdk sync builds a new version and switches the alias)"
+                )
+        if sparse is not None:
+            stored.sparse_field(self.sparse_field)
+        built_by = _encoder_parts(stored.encoder)
+        for leg, encoder in (("dense", dense), ("sparse", sparse)):
+            if encoder is None or stored.encoder is None:
+                continue  # a collection written without fingerprints (by hand): nothing to compare
+            mine = encoder_id(encoder)
+            theirs = built_by.get(leg, stored.encoder if not built_by else None)
+            if theirs != mine:
+                raise SchemaMismatchError(
+                    f"collection {name!r} was built by another {leg} encoder ({theirs or 'none for this leg'}) "
+                    f"than this pipeline's ({mine}); their vectors are not comparable. Use the encoder that built "
+                    "it, or re-index (sdk sync builds a new version and switches the alias)"
                 )
 
     def collection_spec(self) -> CollectionSpec:
@@ -344,8 +428,7 @@ class RetrievalPipeline:
         dense = ()
         if self.dense_encoder is not None:
             dim = int(self.dense_encoder.get_sentence_embedding_dimension())
-            sim = getattr(self.dense_encoder, "similarity_fn_name", "cosine")
-            dense = (DenseField(self.dense_field, dim, sim),)
+            dense = (DenseField(self.dense_field, dim, _similarity(self.dense_encoder)),)
         sparse = (SparseField(self.sparse_field),) if self.sparse_encoder is not None else ()
         names = [f"dense={encoder_id(self.dense_encoder)}" if self.dense_encoder is not None else "",
                  f"sparse={encoder_id(self.sparse_encoder)}" if self.sparse_encoder is not None else ""]
@@ -370,11 +453,14 @@ class RetrievalPipeline:
         """Encode and upsert documents (creating the collection on first use); returns how many.
 
         Documents are processed ``chunk_size`` at a time so memory stays flat for any corpus; each
-        chunk is encoded by every encoder once and written in one upsert.
+        chunk is encoded by every encoder once and written in one upsert. Every document needs its
+        own string id (``Document.id`` or a mapping's ``"id"``): a missing, non-string or repeated id
+        raises ``InputError`` before anything is created or written.
         """
+        items = [_as_document(d, i) for i, d in enumerate(docs)]
+        _unique(items)
         spec = self.collection_spec()
         self.adapter.ensure_collection(spec)
-        items = [_as_document(d) for d in docs]
         chunks = [items[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
         bar = progress_bar(len(items), "indexing", progress)
         written = 0
@@ -434,12 +520,19 @@ class RetrievalPipeline:
         t = dict(timings or {})
         query = self.build_query(text, dense, sparse, limit=limit, filter=filter, serving=s)
         t0 = time.perf_counter()
+        expect = self._expected(s)
         if s.fusion_mode == "client":
             sim = getattr(getattr(s.dense, "similarity_fn_name", None), "value", None)
-            hits = client_fuse(self.adapter, s.target, query, sim)
+            hits = client_fuse(self.adapter, s.target, query, sim, expect=expect)
         else:
-            hits = self.adapter.query(s.target, query)
+            hits = self.adapter.query(s.target, query, expect=expect)
         t["query"] = time.perf_counter() - t0
+        return self._finish(text, hits, query, t, limit, s)
+
+    def _finish(self, text: str, hits: list[Hit], query: HybridQuery, t: dict[str, float], limit: int | None,
+                s: Serving) -> SearchResult:
+        """What follows the store's answer, for ``search`` and ``asearch`` alike: rerank, cut to the
+        limit, record the impression."""
         if s.reranker is not None:
             t0 = time.perf_counter()
             hits = self._rerank(text, hits, s.reranker)
@@ -492,17 +585,66 @@ class RetrievalPipeline:
                 for q, d, sv in zip(texts, dense, sparse, strict=True)]
 
     async def asearch(self, query: str, *, limit: int | None = None, filter: Filter | None = None) -> SearchResult:
-        """``search`` without blocking the event loop.
+        """``search`` without blocking the event loop; the result equals ``search``'s.
 
-        Encoding is CPU/GPU work and the adapters speak their drivers' synchronous clients, so the
-        whole search runs in a worker thread; results are identical to ``search``.
+        When the store's async twin is native (``sdk.core.store.async_store``: the driver's own
+        async client), encoding runs in a worker thread (CPU/GPU work), the database round trip is
+        awaited on the loop, and a reranker runs in a worker thread: concurrent searches do not
+        each hold a thread while the database answers. Otherwise the whole search runs in a worker
+        thread. Same snapshot, query, hits, reranking and feedback record as ``search`` either way.
         """
-        return await asyncio.to_thread(self.search, query, limit=limit, filter=filter)
+        twin = self._native_twin()
+        if twin is None:
+            return await asyncio.to_thread(self.search, query, limit=limit, filter=filter)
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("search takes a non-empty query string")
+        s = self._serving
+        dense, sparse, t, expect = await asyncio.to_thread(self._prepare, [query], s)
+        return await self._asearch_encoded(twin, query, dense[0], sparse[0], limit, filter, t, s, expect)
 
     async def asearch_batch(self, queries: Sequence[str], *, limit: int | None = None,
                             filter: Filter | None = None) -> list[SearchResult]:
-        """``search_batch`` in a worker thread."""
-        return await asyncio.to_thread(self.search_batch, queries, limit=limit, filter=filter)
+        """``search_batch`` without blocking the event loop: the batch is encoded once in a worker
+        thread, then its queries are awaited concurrently on a native async store (else the whole
+        batch runs in a worker thread)."""
+        twin = self._native_twin()
+        if twin is None:
+            return await asyncio.to_thread(self.search_batch, queries, limit=limit, filter=filter)
+        texts = list(queries)
+        if any(not isinstance(q, str) or not q.strip() for q in texts):
+            raise InputError("search_batch takes a list of non-empty query strings")
+        s = self._serving
+        dense, sparse, t, expect = await asyncio.to_thread(self._prepare, texts, s)
+        return list(await asyncio.gather(*(
+            self._asearch_encoded(twin, q, d, sv, limit, filter, t, s, expect)
+            for q, d, sv in zip(texts, dense, sparse, strict=True))))
+
+    def _native_twin(self) -> AsyncVectorStore | None:
+        """The store's async twin when it awaits the driver natively (not a worker thread per call)."""
+        twin = async_store(self.adapter)
+        return twin if twin is not None and twin.native else None
+
+    def _prepare(self, texts: list[str], s: Serving) -> tuple[list[Any], list[Any], dict[str, float], Any]:
+        """Worker-thread part of an async search: encode, and the spec each query is checked against."""
+        dense, sparse, t = self._encode_queries(texts, s)
+        return dense, sparse, t, self._expected(s)
+
+    async def _asearch_encoded(self, twin: AsyncVectorStore, text: str, dense: Any, sparse: Any,
+                               limit: int | None, filter: Filter | None, timings: Mapping[str, float],
+                               s: Serving, expect: CollectionSpec | None) -> SearchResult:
+        """``search_encoded`` with the store's round trip awaited on ``twin``."""
+        t = dict(timings)
+        query = self.build_query(text, dense, sparse, limit=limit, filter=filter, serving=s)
+        t0 = time.perf_counter()
+        if s.fusion_mode == "client":
+            sim = getattr(getattr(s.dense, "similarity_fn_name", None), "value", None)
+            hits = await aclient_fuse(twin, s.target, query, sim, expect=expect)
+        else:
+            hits = await twin.aquery(s.target, query, expect=expect)
+        t["query"] = time.perf_counter() - t0
+        if s.reranker is not None:
+            return await asyncio.to_thread(self._finish, text, hits, query, t, limit, s)
+        return self._finish(text, hits, query, t, limit, s)
 
     # ---- feedback ---------------------------------------------------------------------------
     def feedback(self, search_id: str, doc_id: str, signal: str | float, value: float | None = None) -> FeedbackEvent:
@@ -538,6 +680,14 @@ class RetrievalPipeline:
         if getattr(self, "_owns_store", False):
             self._owns_store = False
             self.adapter.close()
+
+    async def aclose(self) -> None:
+        """``close`` from async code: first the async database client of the running loop (when the
+        pipeline opened the store), then everything ``close`` releases, in a worker thread."""
+        twin = async_store(self.adapter) if getattr(self, "_owns_store", False) else None
+        if twin is not None:
+            await twin.aclose()
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> RetrievalPipeline:
         return self

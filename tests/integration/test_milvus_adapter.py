@@ -26,6 +26,10 @@ class TestMilvusConformance(AdapterConformance):
         with connect(milvus_url) as adapter:
             yield adapter
 
+    def create_foreign(self, db: Any, name: str) -> Any:
+        db._client.create_collection(name, dimension=4)
+        return lambda: db._client.drop_collection(name)
+
 
 # ---- a real fault: the Milvus Lite engine process is killed in the middle of an upsert ----------
 def _lite_server(path: Path) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import psycopg
@@ -38,6 +38,13 @@ class TestPgvectorConformance(AdapterConformance):
     @pytest.fixture
     def adapter(self, pg: PgvectorAdapter) -> Iterator[PgvectorAdapter]:
         yield pg
+
+    def create_foreign(self, db: PgvectorAdapter, name: str) -> Callable[[], None]:
+        def run(stmt: str) -> None:
+            db._tx(lambda conn: conn.execute(sql.SQL(stmt).format(sql.Identifier(name))))
+
+        run("CREATE TABLE {} (id int PRIMARY KEY, embedding vector(4))")
+        return lambda: run("DROP TABLE IF EXISTS {}")
 
 
 def _tables(url: str) -> set[str]:

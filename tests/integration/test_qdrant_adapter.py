@@ -35,6 +35,10 @@ class TestQdrantConformance(AdapterConformance):
         with connect(qdrant_url) as adapter:
             yield adapter
 
+    def create_foreign(self, db: Any, name: str) -> Any:
+        db._client.create_collection(name, vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
+        return lambda: db._client.delete_collection(name)
+
 
 # ---- the emitted configuration on the real engine (qdrant-edge-py) ------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -34,6 +34,11 @@ class TestWeaviateConformance(AdapterConformance):
     @pytest.fixture
     def adapter(self, wv: WeaviateAdapter) -> Iterator[WeaviateAdapter]:
         yield wv
+
+    def create_foreign(self, db: WeaviateAdapter, name: str) -> Callable[[], None]:
+        cls = name[0].upper() + name[1:]
+        db._client.collections.create(cls, description="made with weaviate-client, not the SDK")
+        return lambda: db._client.collections.delete(cls)
 
 
 def _name() -> str:
