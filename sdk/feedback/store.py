@@ -375,6 +375,11 @@ class FeedbackStore(abc.ABC):
         return removed
 
     # ---- lifecycle --------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ran: nothing is recorded or read any more."""
+        return self._closed
+
     def close(self, timeout: float | None = 30.0) -> None:
         """Flush (up to ``timeout`` seconds), stop the writer and close the connection; idempotent."""
         if self._closed:
@@ -416,6 +421,6 @@ def _time_range(since: float | None, until: float | None) -> tuple[str, tuple[An
 
 def _flush_at_exit(ref: weakref.ReferenceType[FeedbackStore]) -> None:
     store = ref()
-    if store is not None and not store._closed:
+    if store is not None and not store.closed:
         store.flush(timeout=10.0)
 

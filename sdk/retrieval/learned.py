@@ -90,7 +90,7 @@ class LearnedSettings:
 
     def refresh(self) -> bool:
         """One poll: apply a newer serving state if there is one; ``True`` when it switched. Never raises."""
-        if self.registry.store._closed:  # the feedback store was closed under us: nothing left to follow
+        if self.registry.store.closed:  # the feedback store was closed under us: nothing left to follow
             self._stop.set()
             return False
         try:

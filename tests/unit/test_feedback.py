@@ -376,3 +376,13 @@ def test_langchain_documents_carry_the_search_id(pipe: RetrievalPipeline) -> Non
     pipe.feedback_store.flush(timeout=30)
     assert pipe.feedback_store.impression(asid) is not None
     assert [(e.signal, e.doc_id, e.position) for e in pipe.feedback_store.events(sid)] == [("used", docs[2].id, 3)]
+
+
+def test_closed_is_public_and_follows_close(tmp_path) -> None:
+    from sdk.feedback import SqliteFeedbackStore
+
+    store = SqliteFeedbackStore(tmp_path / "fb.db")
+    assert not store.closed
+    store.close()
+    store.close()  # idempotent
+    assert store.closed
