@@ -22,7 +22,7 @@ import numpy as np
 from sdk.core.fusion import fuse
 from sdk.core.types import Fusion, FusionMethod, HybridQuery
 from sdk.learning.evaluate import condense, ndcg_per_query
-from sdk.retrieval.fusion import native_weights
+from sdk.retrieval.fusion import native_weights, single_leg_queries
 
 __all__ = ["FusionFit", "fit_fusion", "fusion_choices"]
 
@@ -84,18 +84,14 @@ def leg_rankings(pipeline: Any, queries: Mapping[str, str], *, limit: int = 10) 
     target = pipeline.target
     out: dict[str, dict[str, list]] = {leg: {} for leg in base.legs}
     fetch = max(limit, pipeline.rerank_top) if pipeline.reranker is not None else limit  # as build_query does
-    probe = HybridQuery(dense=np.zeros(1, np.float32), limit=fetch, candidate_limits=pipeline.candidate_limits)
-    common = {"dense_field": pipeline.dense_field, "sparse_field": pipeline.sparse_field, "filter": pipeline.filter}
+    common = {"dense_field": pipeline.dense_field, "sparse_field": pipeline.sparse_field, "filter": pipeline.filter,
+              "limit": fetch, "candidate_limits": pipeline.candidate_limits}
     for i, qid in enumerate(qids):
-        for leg in base.legs:
-            depth = probe.candidates(leg)
-            if leg == "dense":
-                query = HybridQuery(dense=np.asarray(dense[i], np.float32), limit=depth, **common)  # type: ignore[index]
-            elif leg == "sparse":
-                query = HybridQuery(sparse=sparse[i], limit=depth, **common)  # type: ignore[index]
-            else:
-                query = HybridQuery(text=texts[i], limit=depth, **common)
-            out[leg][qid] = [(h.id, h.score) for h in pipeline.adapter.query(target, query)]
+        query = HybridQuery(dense=np.asarray(dense[i], np.float32) if dense is not None else None,
+                            sparse=sparse[i] if sparse is not None else None,
+                            text=texts[i] if "text" in base.legs else None, **common)
+        for leg, single in single_leg_queries(query, min_legs=1).items():  # the same legs client fusion runs
+            out[leg][qid] = [(h.id, h.score) for h in pipeline.adapter.query(target, single)]
     return out
 
 

@@ -22,7 +22,8 @@ from sdk.core.spec import CollectionSpec
 from sdk.core.store import AsyncVectorStore, VectorStore
 from sdk.core.types import Fusion, FusionMethod, Hit, HybridQuery
 
-__all__ = ["CLIENT_FUSION", "aclient_fuse", "client_fuse", "native_fusion_gap", "native_weights", "with_client_fusion"]
+__all__ = ["CLIENT_FUSION", "aclient_fuse", "client_fuse", "native_fusion_gap", "native_weights", "single_leg_queries",
+           "with_client_fusion"]
 
 CLIENT_FUSION = "client_fusion"  # the ``Capabilities.emulated`` flag set when the fallback is in use
 
@@ -71,7 +72,7 @@ def client_fuse(adapter: VectorStore, collection: str, query: HybridQuery,
     their candidate limits, exactly like a native hybrid query would. ``expect`` goes to every leg's
     query (the stored-spec guard).
     """
-    single = _single_legs(query)
+    single = single_leg_queries(query)
     results = {leg: adapter.query(collection, q, expect=expect) for leg, q in single.items()}
     return _fuse_legs(results, query, dense_similarity)
 
@@ -79,13 +80,14 @@ def client_fuse(adapter: VectorStore, collection: str, query: HybridQuery,
 async def aclient_fuse(store: AsyncVectorStore, collection: str, query: HybridQuery,
                        dense_similarity: str | None = None, *, expect: CollectionSpec | None = None) -> list[Hit]:
     """``client_fuse`` on an async store: the single-leg queries run concurrently, the fusion is the same."""
-    single = _single_legs(query)
+    single = single_leg_queries(query)
     answers = await asyncio.gather(*(store.aquery(collection, q, expect=expect) for q in single.values()))
     return _fuse_legs(dict(zip(single, answers, strict=True)), query, dense_similarity)
 
 
-def _single_legs(query: HybridQuery) -> dict[str, HybridQuery]:
-    """Each leg of ``query`` as its own single-leg query, fetched as deep as the hybrid would fetch it."""
+def single_leg_queries(query: HybridQuery, *, min_legs: int = 2) -> dict[str, HybridQuery]:
+    """Each leg of ``query`` as its own single-leg query, fetched as deep as the hybrid would fetch it
+    (client-side fusion; the learning step's replay of each leg asks for ``min_legs=1``)."""
     single: dict[str, HybridQuery] = {}
     base: dict[str, Any] = {"filter": query.filter, "dense_field": query.dense_field,
                             "sparse_field": query.sparse_field, "fusion": query.fusion}
@@ -95,7 +97,7 @@ def _single_legs(query: HybridQuery) -> dict[str, HybridQuery]:
         single["sparse"] = HybridQuery(sparse=query.sparse, limit=query.candidates("sparse"), **base)
     if query.text is not None:
         single["text"] = HybridQuery(text=query.text, limit=query.candidates("text"), **base)
-    if len(single) < 2:
+    if len(single) < min_legs:
         raise CapabilityError("client-side fusion needs at least two legs; run a single-leg query natively")
     return single
 
