@@ -207,7 +207,10 @@ def test_background_refresh_swaps_without_errors(store: MemoryAdapter, feedback:
         reg.promote(reg.add("kb", "fusion", change=change).candidate_id)
         time.sleep(0.3)
     reg.rollback("kb")
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60  # the poller runs every 0.05 s; a loaded CI machine may delay it
+    while pipe.serving_version != 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the query loop keeps running on the final state
     stop.set()
     worker.join()
     assert pipe.legs == ("sparse",) and pipe.serving_version == 4
