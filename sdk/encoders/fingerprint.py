@@ -142,18 +142,18 @@ def _calibration(calibration: Any) -> dict[str, Any] | None:
             "normalized": bool(getattr(calibration, "normalized", False))}
 
 
-def _ort_models(encoder: nn.Module) -> list[tuple[str, Any]]:
-    from sdk.encoders.backends.onnx import OrtModel
+def _graph_models(encoder: nn.Module) -> list[tuple[str, Any]]:
+    from sdk.encoders.backends.graph import GraphModel
 
-    return [(name, m) for name, m in encoder.named_modules() if isinstance(m, OrtModel)]
+    return [(name, m) for name, m in encoder.named_modules() if isinstance(m, GraphModel)]
 
 
 def _backend(encoder: nn.Module) -> dict[str, Any]:
-    """torch, or onnx with the file each transformer runs (the name says fp32 or int8, and for which CPU)."""
-    ort = _ort_models(encoder)
-    if not ort:
+    """torch, or onnx/openvino with the file each transformer runs (the name says fp32 or int8)."""
+    graphs = _graph_models(encoder)
+    if not graphs:
         return {"name": "torch"}
-    return {"name": "onnx", "files": {name: Path(m.path).name for name, m in ort}}
+    return {"name": graphs[0][1].backend, "files": {name: Path(m.path).name for name, m in graphs}}
 
 
 # -- weights ---------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def _tensors(encoder: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
     yield from encoder.named_parameters()
     yield from encoder.named_buffers()
-    for name, ort in _ort_models(encoder):
+    for name, ort in _graph_models(encoder):
         source = ort.__dict__.get("torch_model")
         if source is None or is_weightless(source):
             continue  # an ONNX-only folder: the graph file is hashed instead
@@ -174,19 +174,20 @@ def _tensors(encoder: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         yield from source.named_buffers(prefix=name)
 
 
-def _graph_files(encoder: nn.Module) -> list[Path]:
-    """ONNX files that stand in for weights: those of transformers loaded without torch weights."""
+def _graph_files(encoder: nn.Module) -> list[tuple[str, Path]]:
+    """Graph files (with their backend) that stand in for weights: those of transformers loaded
+    without torch weights (an OpenVINO IR is its .xml and its .bin)."""
     from sdk.encoders.weights import is_weightless
 
     files = []
-    for _, ort in _ort_models(encoder):
-        source = ort.__dict__.get("torch_model")
+    for _, graph in _graph_models(encoder):
+        source = graph.__dict__.get("torch_model")
         if source is None or is_weightless(source):
-            files.append(Path(ort.path))
+            files.extend((graph.backend, Path(file)) for file in graph.files())
     return files
 
 
-def _cache_key(tensors: list[tuple[str, torch.Tensor]], files: list[Path]) -> tuple[Any, ...] | None:
+def _cache_key(tensors: list[tuple[str, torch.Tensor]], files: list[tuple[str, Path]]) -> tuple[Any, ...] | None:
     """Identity and in-place version of every tensor (and each graph file's size and mtime);
     None when a tensor has no version counter (inference tensors), which disables the cache."""
     parts: list[Any] = []
@@ -197,11 +198,11 @@ def _cache_key(tensors: list[tuple[str, torch.Tensor]], files: list[Path]) -> tu
             return None
         ptr = 0 if tensor.is_meta else tensor.data_ptr()
         parts.append((name, id(tensor), version, ptr, str(tensor.dtype), tuple(tensor.shape), str(tensor.device)))
-    for file in files:
+    for backend, file in files:
         try:
             info = file.stat()
         except OSError as exc:
-            raise InputError(f"cannot read the ONNX file {file} to fingerprint it: {exc.strerror}") from exc
+            raise InputError(f"cannot read the {backend} file {file} to fingerprint it: {exc.strerror}") from exc
         parts.append((str(file), info.st_size, info.st_mtime_ns))
     return tuple(parts)
 
@@ -218,8 +219,8 @@ def weights_digest(encoder: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in tensors:
         _hash_tensor(digest, name, tensor)
-    for file in files:
-        digest.update(f"onnx\0{file.name}\0".encode())
+    for backend, file in files:
+        digest.update(f"{backend}\0{file.name}\0".encode())
         with open(file, "rb") as fh:
             for block in iter(lambda fh=fh: fh.read(_BLOCK), b""):
                 digest.update(block)

@@ -271,7 +271,7 @@ def _state_of(pool: Any) -> _State:
 
 def _worker(device: str, encoder: Any, inputs: Any, outputs: Any, threads: int, current: Any, parent: int) -> None:
     """Serve the current job's chunks until terminated; leave when the parent is gone."""
-    from sdk.encoders.backends.onnx import OrtModel
+    from sdk.encoders.backends.graph import GraphModel
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
     outputs.cancel_join_thread()
@@ -282,7 +282,7 @@ def _worker(device: str, encoder: Any, inputs: Any, outputs: Any, threads: int, 
         except RuntimeError:  # already started by something in the unpickled encoder
             pass
         for module in encoder.modules():
-            if isinstance(module, OrtModel):
+            if isinstance(module, GraphModel):
                 module.threads = module.threads or threads
     encoder.to(device)
     while True:

@@ -125,8 +125,8 @@ def test_ort_model_pickles_without_its_session(bert_dir: Path) -> None:
 
 def test_backend_option_errors(bert_dir: Path) -> None:
     with pytest.raises(CapabilityError, match="openvino"):
-        DenseEncoder(bert_dir, device="cpu", backend="openvino")  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="backend='onnx' only"):
+        DenseEncoder(bert_dir, device="cpu", backend="tensorrt")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="backend='onnx' or 'openvino' only"):
         DenseEncoder(bert_dir, device="cpu", model_kwargs={"file_name": ONNX_FILE})
     with pytest.raises(CapabilityError, match="float16"):
         DenseEncoder(bert_dir, device="cpu", backend="onnx", model_kwargs={"torch_dtype": "float16"})

@@ -1,12 +1,14 @@
-"""The one place that decides how an encoder's transformer runs: torch (default) or ONNX Runtime.
+"""The one place that decides how an encoder's transformer runs: torch (default), ONNX Runtime or OpenVINO.
 
 DenseEncoder, SparseEncoder and CrossEncoder all build their ``LoadOptions``
 (``sdk.encoders.options``) with ``split_model_kwargs`` before loading (backend options must
 not reach ``from_pretrained``) and call ``apply_backend`` after. For ``backend="onnx"`` every
 ``Transformer`` module in the stack (inside Router routes too) gets its transformers model
-swapped for an ``OrtModel`` (``backends.onnx``) that answers the same call, so pooling, SPLADE
-and classification modules run unchanged on either backend; ``backends.pytorch`` holds what
-only the torch backend does.
+swapped for an ``OrtModel`` (``backends.onnx``) that answers the same call; for
+``backend="openvino"`` for an ``OvModel`` (``backends.openvino``, converted from the same ONNX
+export). Both are ``GraphModel``s (``backends.graph``), so pooling, SPLADE and classification
+modules run unchanged on any backend; ``backends.pytorch`` holds what only torch does, and
+``backends.auto`` times the candidates on this CPU and picks the fastest (``backend="auto"``).
 
 Backend options travel in ``model_kwargs`` like sentence-transformers':
 
@@ -14,6 +16,10 @@ Backend options travel in ``model_kwargs`` like sentence-transformers':
   (the per-channel int8 file for this CPU, created on demand), ``export=True`` (re-export),
   ``export_dir`` (for read-only model folders), ``provider`` / ``providers``,
   ``intra_op_num_threads``.
+* OpenVINO: ``file_name`` (e.g. ``"openvino/openvino_model_qint8_quantized.xml"``),
+  ``quantize="int8"`` (static int8, calibrated with NNCF on ``calibration``: a list of texts or
+  a .jsonl/.txt file; the bundled sample texts by default), ``export``, ``export_dir``,
+  ``ov_device`` (``"CPU"``), ``ov_config`` (OpenVINO properties), ``intra_op_num_threads``.
 * torch: ``torch_dtype`` / ``dtype`` (``"float16"``, ``"bfloat16"``, a ``torch.dtype``) to run
   in half precision on a GPU; the whole module stack is cast so Dense layers match.
 
@@ -23,7 +29,7 @@ tokenizer) loads as a weightless skeleton and runs on ``backend="onnx"`` only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +43,11 @@ from sdk.encoders.modules import Router, Transformer
 
 __all__ = ["BACKENDS", "BackendOptions", "apply_backend", "split_model_kwargs", "transformers_in"]
 
-BACKENDS = ("torch", "onnx")
-_ONNX_KEYS = ("file_name", "quantize", "export", "export_dir", "provider", "providers", "intra_op_num_threads")
+BACKENDS = ("torch", "onnx", "openvino")
+_GRAPH_KEYS = ("file_name", "quantize", "export", "export_dir", "intra_op_num_threads")
+_BACKEND_KEYS = {"onnx": _GRAPH_KEYS + ("provider", "providers"),
+                 "openvino": _GRAPH_KEYS + ("calibration", "ov_device", "ov_config")}
+_ALL_KEYS = tuple(dict.fromkeys(_BACKEND_KEYS["onnx"] + _BACKEND_KEYS["openvino"]))
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,9 @@ class BackendOptions:
     export_dir: Path | None = None
     providers: tuple[str, ...] | None = None
     threads: int | None = None
+    calibration: Any = None
+    ov_device: str = "CPU"
+    ov_config: Mapping[str, Any] | None = None
 
 
 def split_model_kwargs(
@@ -64,29 +76,41 @@ def split_model_kwargs(
     kwargs = dict(model_kwargs or {})
     torch_dtype, dtype_kw = kwargs.pop("torch_dtype", None), kwargs.pop("dtype", None)
     dtype = parse_dtype(torch_dtype if torch_dtype is not None else dtype_kw)
-    onnx = {key: kwargs.pop(key) for key in _ONNX_KEYS if key in kwargs}
+    graph = {key: kwargs.pop(key) for key in _ALL_KEYS if key in kwargs}
     if backend == "torch":
-        if onnx:
-            raise InputError(f"model_kwargs {sorted(onnx)} apply to backend='onnx' only; pass backend='onnx'")
+        if graph:
+            raise InputError(f"model_kwargs {sorted(graph)} apply to backend='onnx' or 'openvino' only; "
+                             "pass that backend")
         if dtype is not None:
             kwargs["dtype"] = dtype  # load the weights in that precision, no fp32 copy first
         return kwargs, BackendOptions(dtype=dtype)
+    foreign = sorted(set(graph) - set(_BACKEND_KEYS[backend]))
+    if foreign:
+        raise InputError(f"model_kwargs {foreign} do not apply to backend={backend!r}; "
+                         f"it takes {sorted(_BACKEND_KEYS[backend])}")
     if dtype not in (None, torch.float32):
         raise CapabilityError(
-            f"backend='onnx' runs float32 or int8 (model_kwargs={{'quantize': 'int8'}}), not {dtype}; "
+            f"backend={backend!r} runs float32 or int8 (model_kwargs={{'quantize': 'int8'}}), not {dtype}; "
             "use backend='torch' for float16/bfloat16"
         )
-    providers = onnx.get("providers") or onnx.get("provider")
+    providers = graph.get("providers") or graph.get("provider")
     if isinstance(providers, str):
         providers = (providers,)
-    threads = onnx.get("intra_op_num_threads")
+    threads = graph.get("intra_op_num_threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"intra_op_num_threads must be a positive integer, got {threads!r}")
-    export_dir = onnx.get("export_dir")
+    ov_config = graph.get("ov_config")
+    if ov_config is not None and not isinstance(ov_config, Mapping):
+        raise InputError(f"ov_config must be a dict of OpenVINO properties, got {type(ov_config).__name__}")
+    ov_device = graph.get("ov_device", "CPU")
+    if not isinstance(ov_device, str) or not ov_device:
+        raise InputError(f"ov_device must be an OpenVINO device name such as 'CPU' or 'GPU', got {ov_device!r}")
+    export_dir = graph.get("export_dir")
     return kwargs, BackendOptions(
-        backend="onnx", file_name=onnx.get("file_name"), quantize=onnx.get("quantize"),
-        export=bool(onnx.get("export", False)), export_dir=Path(export_dir) if export_dir else None,
+        backend=backend, file_name=graph.get("file_name"), quantize=graph.get("quantize"),
+        export=bool(graph.get("export", False)), export_dir=Path(export_dir) if export_dir else None,
         providers=tuple(providers) if providers else None, threads=threads,
+        calibration=graph.get("calibration"), ov_device=ov_device, ov_config=dict(ov_config) if ov_config else None,
     )
 
 
@@ -110,16 +134,21 @@ def apply_backend(modules: Sequence[Any], options: BackendOptions) -> list[Any]:
     if options.backend == "torch":
         prepare_torch(stack, transformers, options.dtype)
         return stack
-    from sdk.encoders.backends.onnx import prepare_onnx
-
     if not transformers:
-        raise CapabilityError("backend='onnx' needs a Transformer module to export; this stack has none")
-    prepare_onnx(transformers, options)
+        raise CapabilityError(f"backend={options.backend!r} needs a Transformer module to export; this stack has none")
+    if options.backend == "openvino":
+        from sdk.encoders.backends.openvino import prepare_openvino
+
+        prepare_openvino(transformers, options)
+    else:
+        from sdk.encoders.backends.onnx import prepare_onnx
+
+        prepare_onnx(transformers, options)
     return stack
 
 
 def backend_of(module: nn.Module) -> str:
-    """'onnx' when any transformer in ``module`` runs on onnxruntime, else 'torch'."""
-    from sdk.encoders.backends.onnx import OrtModel
+    """'onnx' or 'openvino' when a transformer in ``module`` runs on that runtime, else 'torch'."""
+    from sdk.encoders.backends.graph import GraphModel
 
-    return "onnx" if any(isinstance(m, OrtModel) for m in module.modules()) else "torch"
+    return next((m.backend for m in module.modules() if isinstance(m, GraphModel)), "torch")

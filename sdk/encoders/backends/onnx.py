@@ -15,15 +15,12 @@ a stale graph. Files without a sidecar entry (shipped by the hub) are trusted as
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import platform
 import re
-import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +29,19 @@ import torch
 from torch import nn
 
 from sdk.core.errors import CapabilityError, InputError, MissingDependencyError, ModelLoadError
+from sdk.encoders.backends.graph import (
+    OUTPUT_NAMES,
+    SIDECAR,
+    GraphModel,
+    GraphOutput,
+    export_folder,
+    file_digest,
+    publish,
+    read_sidecar,
+    record,
+    stale,
+    weights_fingerprint,
+)
 from sdk.encoders.weights import is_weightless, onnx_files
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ONNX_FILE",
+    "SIDECAR",
     "OrtModel",
     "export_onnx",
     "host_arch",
@@ -52,9 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
-SIDECAR = "sdk_export.json"
 OPSET = 17
-_OUTPUT_NAMES = ("output", "last_hidden_state", "token_embeddings", "logits")
 _QINT8 = re.compile(r"^model_qint8_(arm64|avx2|avx512|avx512_vnni)\.onnx$")
 
 
@@ -82,15 +91,6 @@ def host_arch() -> str:
 
 def quantized_name(arch: str | None = None) -> str:
     return f"model_qint8_{arch or host_arch()}.onnx"
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """Hash of every parameter and buffer: identifies the weights an exported graph came from."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def default_threads() -> int:
@@ -140,7 +140,7 @@ def export_onnx(model: nn.Module, tokenizer: Any, target: Path, input_names: tup
                 output_names=["output"], dynamic_axes=axes, opset_version=OPSET, dynamo=False,
                 do_constant_folding=True,
             )
-        _publish(tmp, target)
+        publish(tmp, target)
     except Exception as exc:
         raise CapabilityError(
             f"torch.onnx could not export {type(model).__name__} ({type(exc).__name__}: {exc}); "
@@ -180,7 +180,7 @@ def quantize_int8(source: Path, target: Path, arch: str | None = None) -> Path:
             reduce_range=arch in ("avx2", "avx512"),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-        _publish(tmp, target)
+        publish(tmp, target)
     finally:
         logging.getLogger().removeFilter(hint)
         if os.path.exists(tmp):
@@ -188,57 +188,11 @@ def quantize_int8(source: Path, target: Path, arch: str | None = None) -> Path:
     return target
 
 
-# -- file bookkeeping -------------------------------------------------------------------------
-
-
-def _publish(tmp: str, target: Path) -> None:
-    """Move a finished temp file into place with normal permissions (mkstemp makes it 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, target)
-
-
 class _DropPreprocessHint(logging.Filter):
     """onnxruntime's quantizer logs a pre-processing hint on the root logger on every call."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "pre-processing before quantization" not in record.getMessage()
-
-
-def _read_sidecar(folder: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((folder / SIDECAR).read_text(encoding="utf8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _record(folder: Path, name: str, fingerprint: str, **info: Any) -> None:
-    data = _read_sidecar(folder)
-    data[name] = {"source_fingerprint": fingerprint, **info}
-    tmp = folder / f".{SIDECAR}.{os.getpid()}"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf8")
-    os.replace(tmp, folder / SIDECAR)
-
-
-def _writable(folder: Path) -> bool:
-    probe = folder if folder.exists() else folder.parent
-    return probe.is_dir() and os.access(probe, os.W_OK)
-
-
-def export_folder(model: nn.Module, export_dir: str | Path | None, fingerprint: str) -> Path:
-    """Where exported files go: ``export_dir``, else ``<model folder>/onnx``, else a user cache."""
-    if export_dir is not None:
-        return Path(export_dir).expanduser()
-    source = Path(str(getattr(model, "name_or_path", "") or ""))
-    if str(source) not in ("", ".") and source.is_dir():
-        folder = source / "onnx"
-        if _writable(folder):
-            return folder
-        logger.warning("model folder %s is read-only; ONNX files go to the user cache", source)
-    cache = Path(os.environ.get("SDK_CACHE_DIR", Path.home() / ".cache" / "retrieval-forge")).expanduser()
-    return cache / "onnx" / fingerprint
 
 
 def resolve_onnx_file(
@@ -267,7 +221,7 @@ def resolve_onnx_file(
         found = next((c for c in candidates if c.is_file()), None)
         base = Path(name).name
         if found is not None and not (force_export and (base == ONNX_FILE or _QINT8.match(base))):
-            if _fresh(found, model):
+            if not stale(found, model):
                 return found
         if base != ONNX_FILE and not _QINT8.match(base):
             raise ModelLoadError(
@@ -278,23 +232,23 @@ def resolve_onnx_file(
     if is_weightless(model):
         return _shipped_onnx_file(model, source, name, export_dir, force_export)
     fingerprint = weights_fingerprint(model)
-    folder = export_folder(model, export_dir, fingerprint)
+    folder = export_folder(model, export_dir, fingerprint, "onnx")
     target = folder / name
-    if target.is_file() and not force_export and _read_sidecar(folder).get(name, {}).get(
+    if target.is_file() and not force_export and read_sidecar(folder).get(name, {}).get(
         "source_fingerprint"
     ) in (None, fingerprint):
         return target
     fp32 = folder / ONNX_FILE
-    fp32_info = _read_sidecar(folder).get(ONNX_FILE, {})
+    fp32_info = read_sidecar(folder).get(ONNX_FILE, {})
     if force_export or not fp32.is_file() or fp32_info.get("source_fingerprint") not in (None, fingerprint):
         logger.info("exporting %s to %s", type(model).__name__, fp32)
         export_onnx(model, tokenizer, fp32, input_names)
-        _record(folder, ONNX_FILE, fingerprint, opset=OPSET)
+        record(folder, ONNX_FILE, fingerprint, opset=OPSET)
     if name == ONNX_FILE:
         return fp32
     match = _QINT8.match(name)
     quantize_int8(fp32, target, match.group(1) if match else None)
-    _record(folder, name, fingerprint, quantization="dynamic int8, per-channel weights")
+    record(folder, name, fingerprint, quantization="dynamic int8, per-channel weights")
     return target
 
 
@@ -320,55 +274,28 @@ def _shipped_onnx_file(
             f"{source} has no torch weights and no {name}; its ONNX files are {shipped or 'none'}: "
             "pick one with model_kwargs={'file_name': ...}, or add model.safetensors to export from"
         )
-    digest = _file_digest(fp32)
-    folder = export_folder(model, export_dir, digest)
+    digest = file_digest(fp32)
+    folder = export_folder(model, export_dir, digest, "onnx")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
     if not target.is_file():
         match = _QINT8.match(name)
         quantize_int8(fp32, target, match.group(1) if match else None)
-        _record(folder, name, digest, quantization="dynamic int8, per-channel weights", source="model.onnx")
+        record(folder, name, digest, quantization="dynamic int8, per-channel weights", source="model.onnx")
     return target
-
-
-def _file_digest(path: Path) -> str:
-    """Identifies a shipped ONNX graph (what a quantized copy came from) when there are no torch weights."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return "onnx-" + digest.hexdigest()
-
-
-def _fresh(path: Path, model: nn.Module) -> bool:
-    """A found file is used unless our own sidecar says it came from other weights."""
-    if is_weightless(model):
-        return True  # nothing to compare against: the shipped graph is the model
-    recorded = _read_sidecar(path.parent).get(path.name, {}).get("source_fingerprint")
-    return recorded is None or recorded == weights_fingerprint(model)
 
 
 # -- the stand-in model ------------------------------------------------------------------------
 
 
-class OrtOutput(tuple):
-    """What transformers models return, reduced to the one tensor the modules read."""
-
-    @property
-    def last_hidden_state(self) -> torch.Tensor:
-        return self[0]
-
-    @property
-    def logits(self) -> torch.Tensor:
-        return self[0]
+OrtOutput = GraphOutput  # the name earlier releases exported
 
 
-class OrtModel(nn.Module):
-    """Runs an ONNX file with onnxruntime behind a transformers model's call signature.
+class OrtModel(GraphModel):
+    """Runs an ONNX file with onnxruntime behind a transformers model's call signature."""
 
-    The torch model is kept (unregistered, on CPU) so ``save`` still writes the full-precision
-    weights next to the ONNX file, and a pool worker can re-export if it must.
-    """
+    subdir = "onnx"
+    backend = "onnx"
 
     def __init__(
         self,
@@ -377,84 +304,32 @@ class OrtModel(nn.Module):
         providers: tuple[str, ...] | None = None,
         threads: int | None = None,
     ) -> None:
-        super().__init__()
-        self.path = Path(path)
         self.providers = providers
-        self.threads = threads
-        self.__dict__["torch_model"] = torch_model  # not a submodule: .to() and state_dict skip it
-        self.config = torch_model.config
-        self.name_or_path = getattr(torch_model, "name_or_path", "")
-        self._session: Any = None
-        self.session  # noqa: B018  (fail now, not at the first encode, on a broken file)
+        super().__init__(path, torch_model, threads)
 
-    @property
-    def session(self) -> Any:
-        if self._session is None:
-            ort = _ort()
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # torch's thread count by default: one knob (torch.set_num_threads / OMP_NUM_THREADS) for both
-            options.intra_op_num_threads = self.threads or torch.get_num_threads()
-            options.inter_op_num_threads = 1
-            providers = list(self.providers or ["CPUExecutionProvider"])
-            try:
-                self._session = ort.InferenceSession(str(self.path), options, providers=providers)
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ModelLoadError(f"onnxruntime cannot load {self.path}: {exc}") from exc
-            self._inputs = [i.name for i in self._session.get_inputs()]
-            outputs = [o.name for o in self._session.get_outputs()]
-            # ours name it "output"; optimum's (the hub's onnx/ folders) "last_hidden_state" or "logits"
-            self._output = next((n for n in _OUTPUT_NAMES if n in outputs), outputs[0])
-        return self._session
+    def _open(self) -> Any:
+        ort = _ort()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # torch's thread count by default: one knob (torch.set_num_threads / OMP_NUM_THREADS) for both
+        options.intra_op_num_threads = self.threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        providers = list(self.providers or ["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelLoadError(f"onnxruntime cannot load {self.path}: {exc}") from exc
+        self._inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        self._output = next((n for n in OUTPUT_NAMES if n in outputs), outputs[0])
+        return session
 
-    def forward(self, input_ids: torch.Tensor, **inputs: Any) -> OrtOutput:
-        session = self.session
-        feed: dict[str, np.ndarray] = {}
-        for name in self._inputs:
-            value = input_ids if name == "input_ids" else inputs.get(name)
-            if value is None:
-                if name != "token_type_ids":
-                    raise InputError(f"the ONNX model {self.path.name} needs input {name!r}, which the tokenizer did not give")
-                value = torch.zeros_like(input_ids)
-            feed[name] = value.detach().cpu().numpy().astype(np.int64, copy=False)
-        out = session.run([self._output], feed)[0]
-        return OrtOutput((torch.from_numpy(out).to(input_ids.device),))
+    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([self._output], feed)[0]
 
-    def get_output_embeddings(self) -> None:
-        return None
-
-    def save_pretrained(self, folder: str | Path, **kwargs: Any) -> None:
-        """Torch weights as usual, plus the ONNX file in use under ``onnx/``.
-
-        A model loaded from ONNX files alone has no torch weights to write: its config and the
-        graphs (the one in use and ``model.onnx`` beside it) are what it saves.
-        """
-        torch_model = self.__dict__["torch_model"]
-        weightless = is_weightless(torch_model)
-        if weightless:
-            torch_model.config.save_pretrained(folder)
-        else:
-            torch_model.save_pretrained(folder, **kwargs)
-        target = Path(folder) / "onnx"
-        target.mkdir(parents=True, exist_ok=True)
-        files = [self.path]
-        if weightless and self.path.name != ONNX_FILE and (self.path.parent / ONNX_FILE).is_file():
-            files.append(self.path.parent / ONNX_FILE)
-        for file in files:
-            if file.resolve() == (target / file.name).resolve():
-                continue
-            shutil.copyfile(file, target / file.name)
-            info = dict(_read_sidecar(file.parent).get(file.name) or {})
-            if "source_fingerprint" in info:
-                _record(target, file.name, info.pop("source_fingerprint"), **info)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_session"] = None  # sessions do not pickle; workers open their own
-        return state
-
-    def extra_repr(self) -> str:
-        return f"path={str(self.path)!r}"
+    def shipped_companions(self) -> Iterator[Path]:
+        if self.path.name != ONNX_FILE and (self.path.parent / ONNX_FILE).is_file():
+            yield self.path.parent / ONNX_FILE
 
 
 def prepare_onnx(transformers: Sequence[Transformer], options: BackendOptions) -> None:
