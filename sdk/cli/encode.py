@@ -40,6 +40,9 @@ def register(sub: Any) -> None:
     p.add_argument("file", nargs="?", help="text file, one text per line ('-' for stdin; default: a bundled sample)")
     p.add_argument("--model", default=None, help="model folder or hub id (default: all-MiniLM-L6-v2, packaged)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino", "auto"],
+                   help="what runs the model (auto: time each backend on this CPU once, keep the fastest within "
+                        "the quality bar; default: torch)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--precision", default="float32", choices=["float32", "int8", "uint8", "binary", "ubinary"])
     p.add_argument("--calibration", type=Path, default=None,
@@ -99,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from sdk.core.progress import progress_bar
+    from sdk.encoders.backends import backend_label
     from sdk.encoders.dense import DenseEncoder
 
     _check_output(args.output)
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if not head:
         raise InputError(f"{source} has no non-empty lines to encode")
     t0 = time.perf_counter()
-    encoder = DenseEncoder(args.model, device=args.device, truncate_dim=args.truncate_dim)
+    encoder = DenseEncoder(args.model, device=args.device, truncate_dim=args.truncate_dim, backend=args.backend)
     t1 = time.perf_counter()
     calibrated = "model"
     if args.precision in ("int8", "uint8"):
@@ -165,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "texts": written,
         "model": str(encoder.model_path or args.model),
         "device": str(encoder.device),
+        "backend": backend_label(encoder),
         "shape": list(shape),
         "dtype": str(dtype),
         "precision": args.precision,
@@ -177,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"encoded {written} texts from {source} with {report['model']} on {report['device']}")
+    print(f"encoded {written} texts from {source} with {report['model']} on {report['device']} "
+          f"({report['backend']})")
     print(f"  embeddings: shape {tuple(shape)}, dtype {dtype}, precision {args.precision}")
     print(f"  time: load {report['load_s']} s, encode {report['encode_s']} s ({report['sentences_per_s']} texts/s)")
     if args.precision == "float32":

@@ -38,6 +38,8 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--feedback", default=None, help="feedback store (SQLite path or URL): record this search and "
                    "serve what sdk learn promoted for the collection")
+    p.add_argument("--backend", default=None, choices=["torch", "onnx", "openvino", "auto"],
+                   help="what runs the encoders (default: what the sync that built the collection used)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 
@@ -73,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
             sparse_model: Any = False
         else:
             sparse_model = args.sparse_model or recorded.get("sparse")
-        dense, sparse, _ = load_encoders(adapter, dense_model, sparse_model, args.device)
+        backends = ({"dense": args.backend, "sparse": args.backend} if args.backend else
+                    {"dense": recorded.get("dense_backend") if not args.dense_model else None,
+                     "sparse": recorded.get("sparse_backend") if not args.sparse_model else None})
+        dense, sparse, _ = load_encoders(adapter, dense_model, sparse_model, args.device, backends)
         reranker = CrossEncoder(args.reranker, device=args.device) if args.reranker else None
         pipeline = RetrievalPipeline(dense, sparse, store=adapter, collection=args.collection, reranker=reranker,
                                      limit=args.limit, feedback=args.feedback, refresh_seconds=0,

@@ -56,6 +56,10 @@ def register(sub: Any) -> None:
     p.add_argument("--keep", type=int, default=2, help="versions kept for rollback (default: 2)")
     p.add_argument("--batch-size", type=int, default=64, help="chunks encoded and written per batch")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino", "auto"],
+                   help="what runs the encoders: auto times each backend on this CPU once and keeps the fastest "
+                        "within the quality bar (default: torch; the choice is part of the collection's encoder "
+                        "fingerprint, and sdk search reuses it)")
     p.add_argument("--plan", action="store_true", help="only show what would change (writes nothing)")
     p.add_argument("--allow-mass-delete", action="store_true",
                    help="allow a run that deletes more than half of the collection's documents")
@@ -114,7 +118,8 @@ def run_sync(args: argparse.Namespace) -> int:
     source = str(sample_corpus()) if args.sample else args.source
 
     options = {"dense": args.dense_model, "sparse": False if args.no_sparse else args.sparse_model,
-               "ledger": args.ledger, "device": args.device, "chunk_tokens": args.chunk_tokens,
+               "ledger": args.ledger, "device": args.device, "backend": args.backend,
+               "chunk_tokens": args.chunk_tokens,
                "chunk_overlap": args.chunk_overlap, "keep": args.keep, "batch_size": args.batch_size,
                "allow_mass_delete": args.allow_mass_delete, "progress": None if not args.json else False}
     if args.plan:

@@ -48,7 +48,7 @@ class DenseEncoder(VectorEncoder):
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
-        backend: Literal["torch", "onnx", "openvino"] = "torch",
+        backend: Literal["torch", "onnx", "openvino", "auto"] = "torch",
         allow_pickle: bool = False,
         calibration: Calibration | None = None,
     ) -> None:

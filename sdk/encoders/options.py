@@ -131,4 +131,4 @@ def load_stack(
         model = LoadedModel(None, list(modules), {})
     if check is not None:
         check(model)
-    return dataclasses.replace(model, modules=apply_backend(model.modules, options.backend))
+    return dataclasses.replace(model, modules=apply_backend(model.modules, options.backend, device=options.device))

@@ -188,7 +188,7 @@ class SparseEncoder(VectorEncoder):
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
-        backend: Literal["torch", "onnx", "openvino"] = "torch",
+        backend: Literal["torch", "onnx", "openvino", "auto"] = "torch",
         allow_pickle: bool = False,
     ) -> None:
         options = LoadOptions.create(

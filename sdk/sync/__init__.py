@@ -19,7 +19,7 @@ a store given as an adapter object needs an explicit ``ledger`` (a path, ``postg
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -40,25 +40,35 @@ __all__ = [
 ]
 
 
-def load_encoders(store: VectorStore, dense: Any = None, sparse: Any = None,
-                  device: str | None = None) -> tuple[Any, Any, dict[str, str | None]]:
+def load_encoders(store: VectorStore, dense: Any = None, sparse: Any = None, device: str | None = None,
+                  backend: str | Mapping[str, str | None] = "torch") -> tuple[Any, Any, dict[str, str | None]]:
     """Encoder objects from objects, names or defaults, and the names to record for ``sdk search``.
 
     ``sparse=None`` means the default SPLADE model when the store holds sparse vectors (none
-    otherwise); ``sparse=False`` means no sparse leg.
+    otherwise); ``sparse=False`` means no sparse leg. ``backend`` runs the encoders loaded by name:
+    one backend for both, or per role (``{"dense": "onnx:model_qint8_avx2.onnx"}``, what a sync
+    recorded); the recorded ``dense_backend`` / ``sparse_backend`` say exactly what ran.
     """
+    from sdk.encoders.backends import backend_arguments, backend_label
     from sdk.encoders.dense import DenseEncoder
     from sdk.encoders.loading import default_dense_model
     from sdk.encoders.sparse import SparseEncoder, default_sparse_model
 
+    def arguments(role: str) -> dict[str, Any]:
+        label = backend.get(role) if isinstance(backend, Mapping) else backend
+        kind, model_kwargs = backend_arguments(label or "torch")
+        return {"device": device, "backend": kind, "model_kwargs": model_kwargs or None}
+
     if dense is None or isinstance(dense, (str, os.PathLike)):
-        dense = DenseEncoder(str(dense) if dense is not None else default_dense_model(), device=device)
+        dense = DenseEncoder(str(dense) if dense is not None else default_dense_model(), **arguments("dense"))
     if sparse is None:
         sparse = default_sparse_model() if store.capabilities.sparse else False
     if isinstance(sparse, (str, os.PathLike)):
-        sparse = SparseEncoder(str(sparse), device=device)
+        sparse = SparseEncoder(str(sparse), **arguments("sparse"))
     sparse = sparse or None
-    models = {"dense": _model_name(dense), "sparse": _model_name(sparse) if sparse is not None else None}
+    models = {"dense": _model_name(dense), "sparse": _model_name(sparse) if sparse is not None else None,
+              "dense_backend": backend_label(dense),
+              "sparse_backend": backend_label(sparse) if sparse is not None else None}
     return dense, sparse, models
 
 
@@ -96,32 +106,33 @@ def _opened(store: VectorStore | str, collection: str, ledger: Ledger | str | os
 
 
 def _syncer(adapter: VectorStore, collection: str, book: Ledger, dense: Any, sparse: Any,
-            device: str | None, **options: Any) -> Syncer:
-    dense, sparse, models = load_encoders(adapter, dense, sparse, device)
+            device: str | None, backend: str | Mapping[str, str | None] = "torch", **options: Any) -> Syncer:
+    dense, sparse, models = load_encoders(adapter, dense, sparse, device, backend)
     return Syncer(adapter, collection, dense=dense, sparse=sparse, ledger=book, models=models, **options)
 
 
 def sync(source: Source | str | os.PathLike[str], store: VectorStore | str, collection: str, *,
          dense: Any = None, sparse: Any = None, ledger: Ledger | str | None = None, device: str | None = None,
-         **options: Any) -> SyncReport:
+         backend: str = "torch", **options: Any) -> SyncReport:
     """Make ``collection`` equal to ``source``; ``options`` go to ``Syncer`` (chunk_tokens, chunk_overlap,
-    keep, batch_size, allow_mass_delete, progress, stage).
+    keep, batch_size, allow_mass_delete, progress, stage). ``backend`` runs the encoders loaded by name
+    (``"auto"``: the fastest this CPU measured; see ``sdk.encoders.backends.auto``).
 
     ``stage=True`` builds the version for new encoder or chunking settings without switching the alias
     (``status(...)["staged"]`` names it); a later run without ``stage`` and with the same settings
     promotes it (catches it up with the source, then switches), ``discard_staged`` drops it."""
     src = open_source(source)
     with _opened(store, collection, ledger) as (adapter, book):
-        return _syncer(adapter, collection, book, dense, sparse, device, **options).run(src)
+        return _syncer(adapter, collection, book, dense, sparse, device, backend, **options).run(src)
 
 
 def plan(source: Source | str | os.PathLike[str], store: VectorStore | str, collection: str, *,
          dense: Any = None, sparse: Any = None, ledger: Ledger | str | None = None, device: str | None = None,
-         **options: Any) -> SyncReport:
+         backend: str = "torch", **options: Any) -> SyncReport:
     """What ``sync`` would do, without writing anything."""
     src = open_source(source)
     with _opened(store, collection, ledger) as (adapter, book):
-        return _syncer(adapter, collection, book, dense, sparse, device, **options).plan(src)
+        return _syncer(adapter, collection, book, dense, sparse, device, backend, **options).plan(src)
 
 
 def status(store: VectorStore | str, collection: str, *, ledger: Ledger | str | None = None) -> dict[str, Any]:
@@ -151,7 +162,8 @@ def verify(store: VectorStore | str, collection: str, *, repair: bool = False, l
         report = _verify(book, adapter, collection, repair=repair)
         if report.repaired:  # only now are the models needed: the missing chunks are encoded again
             models = (book.get("live") or {}).get("models") or {}
-            syncer = _syncer(adapter, collection, book, models.get("dense"), models.get("sparse") or False, device)
+            syncer = _syncer(adapter, collection, book, models.get("dense"), models.get("sparse") or False, device,
+                             {"dense": models.get("dense_backend"), "sparse": models.get("sparse_backend")})
             for name, spec in (book.get("sources") or {}).items():
                 if spec is None:
                     raise ConfigError(f"source {name} cannot be reopened (it was not a path); run sync with it to "

@@ -20,6 +20,7 @@ Backend options travel in ``model_kwargs`` like sentence-transformers':
   ``quantize="int8"`` (static int8, calibrated with NNCF on ``calibration``: a list of texts or
   a .jsonl/.txt file; the bundled sample texts by default), ``export``, ``export_dir``,
   ``ov_device`` (``"CPU"``), ``ov_config`` (OpenVINO properties), ``intra_op_num_threads``.
+* auto: ``calibration``, ``export_dir``, ``intra_op_num_threads`` (see ``backends.auto``).
 * torch: ``torch_dtype`` / ``dtype`` (``"float16"``, ``"bfloat16"``, a ``torch.dtype``) to run
   in half precision on a GPU; the whole module stack is cast so Dense layers match.
 
@@ -41,12 +42,14 @@ from sdk.core.errors import CapabilityError, InputError
 from sdk.encoders.backends.pytorch import parse_dtype, prepare_torch
 from sdk.encoders.modules import Router, Transformer
 
-__all__ = ["BACKENDS", "BackendOptions", "apply_backend", "split_model_kwargs", "transformers_in"]
+__all__ = ["BACKENDS", "BackendOptions", "apply_backend", "backend_arguments", "backend_label", "split_model_kwargs",
+           "transformers_in"]
 
-BACKENDS = ("torch", "onnx", "openvino")
+BACKENDS = ("torch", "onnx", "openvino", "auto")
 _GRAPH_KEYS = ("file_name", "quantize", "export", "export_dir", "intra_op_num_threads")
 _BACKEND_KEYS = {"onnx": _GRAPH_KEYS + ("provider", "providers"),
-                 "openvino": _GRAPH_KEYS + ("calibration", "ov_device", "ov_config")}
+                 "openvino": _GRAPH_KEYS + ("calibration", "ov_device", "ov_config"),
+                 "auto": ("export_dir", "intra_op_num_threads", "calibration")}
 _ALL_KEYS = tuple(dict.fromkeys(_BACKEND_KEYS["onnx"] + _BACKEND_KEYS["openvino"]))
 
 
@@ -127,12 +130,19 @@ def transformers_in(modules: Sequence[Any]) -> list[Transformer]:
     return found
 
 
-def apply_backend(modules: Sequence[Any], options: BackendOptions) -> list[Any]:
-    """Prepare a loaded module stack for ``options.backend``; returns the (same) modules."""
+def apply_backend(modules: Sequence[Any], options: BackendOptions, device: Any = None) -> list[Any]:
+    """Prepare a loaded module stack for ``options.backend``; returns the (same) modules.
+
+    ``backend="auto"`` on an accelerator is torch (the graph runtimes here are CPU paths)."""
     stack = list(modules)
     transformers = transformers_in(stack)
-    if options.backend == "torch":
+    if options.backend == "torch" or (options.backend == "auto" and not _on_cpu(device)):
         prepare_torch(stack, transformers, options.dtype)
+        return stack
+    if options.backend == "auto":
+        from sdk.encoders.backends.auto import apply_auto
+
+        apply_auto(stack, transformers, options, prepare_torch)
         return stack
     if not transformers:
         raise CapabilityError(f"backend={options.backend!r} needs a Transformer module to export; this stack has none")
@@ -147,8 +157,38 @@ def apply_backend(modules: Sequence[Any], options: BackendOptions) -> list[Any]:
     return stack
 
 
+def _on_cpu(device: Any) -> bool:
+    """Whether the encoder will run on the CPU (the device it asked for, else what ``pick_device`` picks)."""
+    if device is None:
+        mps = getattr(torch.backends, "mps", None)
+        return not (torch.cuda.is_available() or (mps is not None and mps.is_available()))
+    try:
+        return torch.device(device).type == "cpu"
+    except (RuntimeError, TypeError):
+        return True  # the encoder refuses the device name itself, with the fix
+
+
 def backend_of(module: nn.Module) -> str:
     """'onnx' or 'openvino' when a transformer in ``module`` runs on that runtime, else 'torch'."""
     from sdk.encoders.backends.graph import GraphModel
 
     return next((m.backend for m in module.modules() if isinstance(m, GraphModel)), "torch")
+
+
+def backend_label(module: nn.Module) -> str:
+    """What runs ``module``, reproducibly: ``"torch"``, or ``"onnx:<file>"`` / ``"openvino:<file>"``.
+
+    A sync records it beside the model name so ``sdk search`` (and repairs) load the very same
+    path, whatever ``backend="auto"`` would pick on the machine that reads it."""
+    from sdk.encoders.backends.graph import GraphModel
+
+    graph = next((m for m in module.modules() if isinstance(m, GraphModel)), None)
+    return "torch" if graph is None else f"{graph.backend}:{graph.path.name}"
+
+
+def backend_arguments(label: str) -> tuple[str, dict[str, Any]]:
+    """``(backend, model_kwargs)`` for a ``backend_label`` or a plain backend name (``"auto"``, ``"onnx"``...)."""
+    backend, _, file_name = str(label).partition(":")
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {label!r}; use one of {list(BACKENDS)}")
+    return backend, ({"file_name": file_name} if file_name else {})
