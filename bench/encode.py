@@ -7,12 +7,19 @@ For each model family the sentence-transformers line (torch, float32) is the ref
 every implementation is timed interleaved with it (round-robin, best of ``--repeats``), so
 load drifting on a shared machine hits all of them alike.
 
-Families: ``dense`` (all-MiniLM-L6-v2: ours torch / ONNX fp32 / ONNX int8), ``sparse``
+Families: ``dense`` (all-MiniLM-L6-v2: ours torch / ONNX fp32 / ONNX int8 / OpenVINO fp32 / OpenVINO
+static int8 / ``backend="auto"``'s pick; the peer's OpenVINO fp32 and static int8 from its own
+environment when ``.venv-peer-openvino`` exists, see scripts/peer_openvino_env.sh), ``sparse``
 (SPLADE-tiny, SparseEncoder), ``cross`` (a MiniLM-sized cross-encoder: the MiniLM weights
 with a random 1-label head; speed only, the scores mean nothing). ``--ndcg`` adds pyfaq
 nDCG@10 for the dense lines (int8 must stay within 0.01 of fp32).
 
     python bench/encode.py --texts 2000 --batch-size 32 --repeats 3
+
+Every line carries the machine (CPU model, instruction sets that pick the int8 kernels, cores,
+threads, runtime versions): ratios from different CPUs differ several-fold and are never
+compared blind. Static int8 (OpenVINO, ours and the peer's) is calibrated on 300 debpkg
+documents that are not among the timed texts.
 """
 
 from __future__ import annotations
@@ -40,6 +47,13 @@ sys.path.insert(0, str(REPO))
 def load_texts(data: Path, n: int) -> list[str]:
     with open(data / "debpkg" / "corpus.jsonl", encoding="utf8") as fh:
         return [json.loads(line)["text"] for line in islice(fh, n)]
+
+
+def calibration_texts(data: Path, n: int = 300) -> list[str]:
+    """The last ``n`` debpkg documents: like the timed texts, never among them."""
+    with open(data / "debpkg" / "corpus.jsonl", encoding="utf8") as fh:
+        lines = fh.readlines()
+    return [json.loads(line)["text"] for line in lines[-n:]]
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], n: int, repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
@@ -82,30 +96,76 @@ def bench_dense(args: argparse.Namespace, texts: list[str], common: dict[str, An
     from sdk.encoders.loading import default_dense_model
 
     model = args.model or default_dense_model()
+    calibration = calibration_texts(args.data)
     st = SentenceTransformer(model, device=args.device)
     impls = {
         "st": st,
         "torch": DenseEncoder(model, device=args.device),
         "onnx": DenseEncoder(model, device=args.device, backend="onnx"),
         "int8": DenseEncoder(model, device=args.device, backend="onnx", model_kwargs={"quantize": "int8"}),
+        "openvino": DenseEncoder(model, device=args.device, backend="openvino"),
+        "openvino_int8": DenseEncoder(model, device=args.device, backend="openvino",
+                                      model_kwargs={"quantize": "int8", "calibration": calibration}),
+        "auto": DenseEncoder(model, device=args.device, backend="auto"),
     }
     bs = args.batch_size
     fns = {k: (lambda m=m: m.encode(texts, batch_size=bs)) for k, m in impls.items()}
     for m in impls.values():
         m.encode(texts[:64], batch_size=bs)  # warm-up
     rates, outs = interleaved(fns, len(texts), args.repeats)
+    auto_choice = impls["auto"][0].__dict__.get("backend_choice", {}).get("choice", "torch fp32")
     rows = [
         {"key": "st", "impl": "sentence-transformers", "backend": "torch", "precision": "float32"},
         {"key": "torch", "impl": "retrieval-forge", "backend": "torch", "precision": "float32"},
         {"key": "onnx", "impl": "retrieval-forge", "backend": "onnx", "precision": "float32"},
         {"key": "int8", "impl": "retrieval-forge", "backend": "onnx", "precision": "int8"},
+        {"key": "openvino", "impl": "retrieval-forge", "backend": "openvino", "precision": "float32"},
+        {"key": "openvino_int8", "impl": "retrieval-forge", "backend": "openvino", "precision": "int8 (static)"},
+        {"key": "auto", "impl": "retrieval-forge", "backend": f"auto -> {auto_choice}", "precision": "-"},
     ]
+    peer = peer_openvino(args, model, texts, calibration)
+    for key, row in peer.items():
+        rates[key] = row["sentences_per_s"]
+        outs[key] = row["embeddings"]
+        rows.append({"key": key, "impl": "sentence-transformers", "backend": "openvino",
+                     "precision": "int8 (static)" if key.endswith("int8") else "float32",
+                     "peer_ratio_vs_its_own_torch_in_process": row["ratio_vs_st_in_process"]})
     if args.ndcg:
-        scores = {k: pyfaq_ndcg(impls[k], args.data, bs) for k in ("torch", "onnx", "int8")}
+        scores = {k: pyfaq_ndcg(impls[k], args.data, bs) for k in ("torch", "onnx", "int8", "openvino", "openvino_int8")}
         for row in rows:
             if row["key"] in scores:
                 row["pyfaq_ndcg@10"] = round(scores[row["key"]], 4)
     emit(rows, "st", rates, outs, {"model": "all-MiniLM-L6-v2", **common}, dense_compare)
+
+
+def peer_openvino(args: argparse.Namespace, model: str, texts: list[str],
+                  calibration: list[str]) -> dict[str, dict[str, Any]]:
+    """sentence-transformers' OpenVINO fp32 / static int8 timed in its own environment (if set up)."""
+    import subprocess
+
+    python = Path(args.peer_python)
+    if not python.is_file():
+        print(json.dumps({"skipped": "peer OpenVINO lines", "reason": f"{python} missing; run "
+                          "scripts/peer_openvino_env.sh"}), flush=True)
+        return {}
+    work = Path(tempfile.mkdtemp(prefix="peer-ov-bench-"))
+    (work / "texts.json").write_text(json.dumps(texts), encoding="utf8")
+    (work / "calibration.json").write_text(json.dumps(calibration), encoding="utf8")
+    cmd = [str(python), str(REPO / "bench" / "peer_st_openvino.py"), "--model", model, "--texts",
+           str(work / "texts.json"), "--calibration", str(work / "calibration.json"), "--batch-size",
+           str(args.batch_size), "--repeats", str(args.repeats), "--out", str(work / "out")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if done.returncode != 0:
+        print(json.dumps({"skipped": "peer OpenVINO lines", "reason": done.stderr[-2000:]}), flush=True)
+        return {}
+    rows = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            if row["key"] != "st":
+                row["embeddings"] = np.load(work / "out" / f"{row['key']}.npy")
+                rows[row["key"]] = row
+    return rows
 
 
 def pyfaq_ndcg(encoder: Any, data: Path, batch_size: int) -> float:
@@ -215,13 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", default="dense,sparse,cross", help="comma-separated: dense, sparse, cross")
     parser.add_argument("--ndcg", action="store_true", help="add pyfaq nDCG@10 to the dense lines")
+    parser.add_argument("--peer-python", default=str(REPO / ".venv-peer-openvino" / "bin" / "python"),
+                        help="python of the peer's OpenVINO environment (scripts/peer_openvino_env.sh)")
     args = parser.parse_args(argv)
 
     import torch
 
     texts = load_texts(args.data, args.texts)
+    from sdk.encoders.backends.machine import machine_info
+
     common = {"device": args.device, "batch_size": args.batch_size, "texts": len(texts),
-              "torch_threads": torch.get_num_threads()}
+              "torch_threads": torch.get_num_threads(), "machine": machine_info()}
     families = {"dense": bench_dense, "sparse": bench_sparse, "cross": bench_cross}
     for name in args.only.split(","):
         families[name.strip()](args, texts, common)
