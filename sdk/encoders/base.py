@@ -20,7 +20,8 @@ from torch import nn
 
 from sdk.core.errors import CapabilityError, InputError
 from sdk.core.version import __version__
-from sdk.encoders.modules import EncoderModule, Transformer
+from sdk.encoders.modules import CLIPModel, EncoderModule, Transformer
+from sdk.encoders.modules.clip import is_image
 
 __all__ = ["ModuleEncoder", "VectorEncoder", "check_texts", "pick_device"]
 
@@ -44,9 +45,16 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cpu")
 
 
-def check_texts(texts: Any, what: str = "sentences") -> tuple[list[str], bool]:
-    """Validate input texts; return them as a list and whether a single string was given."""
-    if isinstance(texts, str):
+def check_texts(texts: Any, what: str = "sentences", images: bool = False) -> tuple[list[Any], bool]:
+    """Validate input texts; return them as a list and whether a single item was given.
+
+    ``images=True`` (an encoder whose stack reads images, e.g. CLIP) also lets PIL images and
+    image paths (``pathlib.Path``; a ``str`` is always text) through; without it they are refused
+    with the fix, before any model runs.
+    """
+    if isinstance(texts, str) or is_image(texts):
+        if not images and not isinstance(texts, str):
+            raise InputError(_text_only(what, texts))
         return [texts], True
     if texts is None:
         raise InputError(f"{what} is None; pass a string or a list of strings")
@@ -56,12 +64,31 @@ def check_texts(texts: Any, what: str = "sentences") -> tuple[list[str], bool]:
         raise InputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}")
     items = list(texts)
     for i, text in enumerate(items):
-        if not isinstance(text, str):
-            raise InputError(
-                f"{what}[{i}] is {type(text).__name__} ({text!r:.40}), not a string; "
-                "convert or drop it before encoding"
-            )
+        if isinstance(text, str):
+            continue
+        if is_image(text):
+            if images:
+                continue
+            raise InputError(_text_only(f"{what}[{i}]", text))
+        raise InputError(
+            f"{what}[{i}] is {type(text).__name__} ({text!r:.40}), not a string"
+            + (", a PIL image or a pathlib.Path of an image" if images else "")
+            + "; convert or drop it before encoding"
+        )
     return items, False
+
+
+def _in_order(parts: list[torch.Tensor], positions: list[np.ndarray]) -> torch.Tensor:
+    """One tensor from per-batch ``parts`` whose rows belong at ``positions`` of the caller's list."""
+    merged = torch.cat(parts)
+    inverse = np.empty(len(merged), dtype=np.int64)
+    inverse[np.concatenate(positions)] = np.arange(len(merged))
+    return merged.index_select(0, torch.from_numpy(inverse).to(merged.device))
+
+
+def _text_only(what: str, item: Any) -> str:
+    return (f"{what} is an image ({type(item).__name__}), and this encoder reads text only; encode images with an "
+            "image-text model (a sentence-transformers CLIP folder such as clip-ViT-B-32), or pass text")
 
 
 class ModuleEncoder(nn.Sequential):
@@ -94,16 +121,26 @@ class ModuleEncoder(nn.Sequential):
         return first
 
     @property
+    def accepts_images(self) -> bool:
+        """Whether ``encode`` takes images too (the stack starts with an image-text module such as CLIP)."""
+        return bool(getattr(self[0], "accepts_images", False))
+
+    def _text_input(self) -> Transformer | CLIPModel:
+        """The module that tokenizes texts: the Transformer, or CLIP's text side."""
+        first = self[0]
+        return first if isinstance(first, CLIPModel) else self.transformer
+
+    @property
     def tokenizer(self) -> Any:
-        return self.transformer.tokenizer
+        return self._text_input().tokenizer
 
     @property
     def max_seq_length(self) -> int:
-        return self.transformer.max_seq_length
+        return self._text_input().max_seq_length
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
-        self.transformer.max_seq_length = int(value)
+        self._text_input().max_seq_length = int(value)
 
     # -- the batching loop ---------------------------------------------------------------
 
@@ -137,6 +174,9 @@ class ModuleEncoder(nn.Sequential):
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if tokenize is None and isinstance(self[0], CLIPModel):
+            return self._run_by_modality(texts, batch_size, collect, stack=stack, show_progress_bar=show_progress_bar,
+                                         device=device, extra_features=extra_features, desc=desc)
         device = device or self.device
         if tokenize is None:
             tokenize, ragged = self.transformer.tokenize, ragged or getattr(self.transformer, "tokenize_ragged", None)
@@ -164,12 +204,31 @@ class ModuleEncoder(nn.Sequential):
                     results[i] = row
         if not stack:
             return results
-        if not parts:
-            return None
-        merged = torch.cat(parts)
-        inverse = np.empty(len(texts), dtype=np.int64)
-        inverse[np.concatenate(positions)] = np.arange(len(texts))
-        return merged.index_select(0, torch.from_numpy(inverse).to(merged.device))
+        return _in_order(parts, positions) if parts else None
+
+    def _run_by_modality(
+        self, items: Sequence[Any], batch_size: int, collect: Callable[[dict[str, torch.Tensor]], Any],
+        *, stack: bool, **options: Any,
+    ) -> Any:
+        """``run_batches`` for a CLIP stack: texts and images in runs of their own (a batch holds one
+        modality), the results put back in the caller's order."""
+        clip: CLIPModel = self[0]
+        image = np.fromiter((not isinstance(item, str) for item in items), dtype=bool, count=len(items))
+        runs = [(np.flatnonzero(~image), {"tokenize": clip.tokenize}),
+                (np.flatnonzero(image), {"tokenize": clip.pixel_values, "ragged": clip.image_rows,
+                                         "length": lambda _: 0})]
+        runs = [(idx, feed) for idx, feed in runs if len(idx)] or runs[:1]
+        outputs = [(idx, self.run_batches([items[i] for i in idx], batch_size, collect, stack=stack, **feed, **options))
+                   for idx, feed in runs]
+        if len(outputs) == 1:
+            return outputs[0][1]
+        if not stack:
+            results: list[Any] = [None] * len(items)
+            for idx, rows in outputs:
+                for i, row in zip(idx.tolist(), rows, strict=True):
+                    results[i] = row
+            return results
+        return _in_order([part for _, part in outputs], [idx for idx, _ in outputs])
 
     # -- several processes ---------------------------------------------------------------
 
@@ -192,7 +251,7 @@ class ModuleEncoder(nn.Sequential):
         """``encode`` spread over a pool's workers in chunks; same arguments, same result, same order."""
         if not callable(getattr(self, "encode", None)):
             raise CapabilityError(f"{type(self).__name__} has no encode(); use predict(pool=...)")
-        texts, single = check_texts(sentences)
+        texts, single = check_texts(sentences, images=self.accepts_images)
         return self._in_pool("encode", texts, single, pool, None, chunk_size, kwargs)
 
     def _in_pool(
@@ -239,7 +298,8 @@ class ModuleEncoder(nn.Sequential):
         for idx, (name, module) in enumerate(self.named_children()):
             if not isinstance(module, EncoderModule):
                 raise InputError(f"module {name!r} ({type(module).__name__}) cannot be saved")
-            sub = "" if isinstance(module, Transformer) and idx == 0 else f"{idx}_{type(module).__name__}"
+            root = idx == 0 and isinstance(module, (Transformer, CLIPModel))  # the input module, like ST
+            sub = "" if root else f"{idx}_{type(module).__name__}"
             module.save(folder / sub)
             manifest.append({"idx": idx, "name": name, "path": sub, "type": module.st_type})
         with open(folder / "modules.json", "w", encoding="utf8") as fh:

@@ -147,7 +147,7 @@ class DenseEncoder(VectorEncoder):
         ``pool`` (from ``start_multi_process_pool``) spreads the work over its processes; a list
         of devices (``device=["cuda:0", "cuda:1"]``) does the same with a pool for this call only.
         """
-        texts, single = check_texts(sentences)
+        texts, single = check_texts(sentences, images=self.accepts_images)
         if pool is not None or isinstance(device, (list, tuple)):
             return self._in_pool("encode", texts, single, pool, device, chunk_size, dict(
                 prompt_name=prompt_name, prompt=prompt, batch_size=batch_size,
@@ -158,11 +158,14 @@ class DenseEncoder(VectorEncoder):
         check_precision(precision)
         if output_value not in ("sentence_embedding", "token_embeddings"):
             raise InputError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}")
+        if output_value == "token_embeddings" and self.accepts_images:
+            raise InputError("an image-text (CLIP) model gives one vector per text or image, no token embeddings; "
+                             "use output_value='sentence_embedding'")
         dim = self._check_truncate_dim(truncate_dim) or self._truncate_dim
         prompt_text = self._resolve_prompt(prompt_name, prompt)
         extra: dict[str, Any] = {}
         if prompt_text:
-            texts = [prompt_text + t for t in texts]
+            texts = [prompt_text + t if isinstance(t, str) else t for t in texts]  # images take no prompt
             extra["prompt_length"] = self._prompt_length(prompt_text)
         target = pick_device(device) if device is not None else None
         if target is not None and target != self.device:

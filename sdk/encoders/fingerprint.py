@@ -103,12 +103,14 @@ def tokenizer_digest(tokenizer: Any) -> str:
 
 def _module_entry(name: str, module: nn.Module) -> dict[str, Any]:
     """Class name and saved config of one module (Routers: of every module on every route)."""
-    from sdk.encoders.modules import EncoderModule, Router, Transformer
+    from sdk.encoders.modules import CLIPModel, EncoderModule, Router, Transformer
 
     entry: dict[str, Any] = {"name": name, "type": type(module).__name__}
     if isinstance(module, EncoderModule):
         entry["config"] = _jsonable(module.get_config(), f"{name} config")
-    if isinstance(module, Transformer):
+    if isinstance(module, CLIPModel):  # how images are resized and normalised shapes the vectors too
+        entry["image_processor"] = json.loads(module.image_processor.to_json_string())
+    if isinstance(module, (Transformer, CLIPModel)):
         entry["model_config"] = _model_config(module.auto_model)
         entry["tokenizer"] = tokenizer_digest(module.tokenizer)
         entry["truncation_side"] = getattr(module.tokenizer, "truncation_side", None)

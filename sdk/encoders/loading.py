@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.core.errors import ModelLoadError
-from sdk.encoders.modules import EncoderModule, Pooling, Transformer, module_class
+from sdk.encoders.modules import CLIPModel, EncoderModule, Pooling, Transformer, module_class
 from sdk.encoders.packaged import packaged_model
 
 __all__ = [
@@ -95,9 +95,13 @@ def read_json(path: Path) -> dict[str, Any] | list[Any] | None:
 def load_modules(
     folder: Path, *, bare_pooling: str = "mean", **load_kwargs: Any
 ) -> list[tuple[str, EncoderModule]]:
-    """Build the module list from ``modules.json``; a bare transformers folder gets mean pooling."""
+    """Build the module list from ``modules.json``; a bare transformers folder gets mean pooling
+    (a bare CLIP folder, such as openai/clip-vit-base-patch32, its CLIP module)."""
     manifest = read_json(folder / "modules.json")
     if manifest is None:
+        config = read_json(folder / "config.json")
+        if isinstance(config, dict) and config.get("model_type") == "clip":
+            return [("0", CLIPModel.load(folder, **load_kwargs))]
         transformer = Transformer.load(folder, **load_kwargs)
         pooling = Pooling(transformer.get_word_embedding_dimension(), bare_pooling)
         return [("0", transformer), ("1", pooling)]

@@ -19,6 +19,7 @@ from typing import Any
 from sdk.core.errors import InputError
 from sdk.core.types import Document
 from sdk.encoders.fingerprint import tokenizer_digest
+from sdk.sync.sources import ImageDocument
 
 __all__ = ["MIN_CHUNK_TOKENS", "Chunk", "TokenChunker", "content_hash"]
 
@@ -41,7 +42,9 @@ class Chunk:
     ``id`` is ``f"{document_id}#{position}"``; ``metadata`` is the document's metadata plus
     "document_id", "chunk" (the position) and "content_hash". ``start`` / ``end`` are the chunk's
     character offsets in the document text (not stored in metadata: they shift on every edit
-    above the chunk, while the chunk itself may be unchanged).
+    above the chunk, while the chunk itself may be unchanged). ``image`` is the file an image
+    document's only chunk is encoded from (``text`` is then its relative path, ``content_hash``
+    the hash of the file's bytes); None for text.
     """
 
     id: str
@@ -52,6 +55,7 @@ class Chunk:
     content_hash: str
     start: int | None = None
     end: int | None = None
+    image: str | None = None
 
 
 def _check_int(value: Any, name: str) -> int:
@@ -138,7 +142,7 @@ class TokenChunker:
     # -- chunking ----------------------------------------------------------------------------
 
     def chunk(self, doc: Document) -> list[Chunk]:
-        """The chunks of one document (none for empty or whitespace-only text)."""
+        """The chunks of one document (none for empty or whitespace-only text; one for an image)."""
         return self.chunk_batch([doc])[0]
 
     def chunk_batch(self, docs: Sequence[Document]) -> list[list[Chunk]]:
@@ -148,7 +152,11 @@ class TokenChunker:
             if not isinstance(doc, Document):
                 raise InputError(f"docs[{i}] is a {type(doc).__name__}, not a Document; wrap texts as Document(id, text)")
         out: list[list[Chunk]] = [[] for _ in docs]
-        todo = [i for i, doc in enumerate(docs) if doc.text.strip()]
+        for i, doc in enumerate(docs):
+            if isinstance(doc, ImageDocument):  # one image, one vector: nothing to cut
+                metadata = {**doc.metadata, "document_id": doc.id, "chunk": 0, "content_hash": doc.digest}
+                out[i] = [Chunk(f"{doc.id}#0", doc.id, 0, doc.text, metadata, doc.digest, image=doc.file)]
+        todo = [i for i, doc in enumerate(docs) if not isinstance(doc, ImageDocument) and doc.text.strip()]
         if not todo:
             return out
         encodings = self._encode([docs[i] for i in todo])

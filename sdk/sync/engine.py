@@ -26,6 +26,12 @@ queries through the alias never see a half-filled collection. ``keep`` versions 
 ``rollback``. A store without aliases (none of the bundled adapters: Milvus Lite's are emulated)
 is synced into ``NAME`` itself and refuses a re-index with a clear error.
 
+**Images.** With a dense encoder that reads images (a CLIP model), a ``FolderSource`` left at
+``images=None`` also yields its image files (``ImageDocument``): one chunk each, the relative path
+as its text, the hash of the file's bytes as its content hash, encoded as an image. Images have no
+sparse vector, so a source with images is synced without a sparse encoder (``sparse=False`` /
+``--no-sparse``); the scan refuses one, before anything is written.
+
 **Staged builds** (``stage=True``) fill the new version the same way but leave the alias where it
 is and record the version as ``staged``, so a candidate encoder can be evaluated on the real store
 first. The ledger knows it as staged from the first write, so a regular run with the live
@@ -42,17 +48,20 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from sdk.core.errors import CapabilityError, ConfigError, InputError, SyncError
 from sdk.core.progress import progress_bar
 from sdk.core.spec import CollectionSpec
 from sdk.core.store import VectorStore
-from sdk.core.types import Document
+from sdk.core.types import Document, EncodedBatch, Record
 from sdk.retrieval.pipeline import RetrievalPipeline
 from sdk.sync.chunking import Chunk, TokenChunker
 from sdk.sync.ledger import Ledger, now
-from sdk.sync.sources import Source
+from sdk.sync.sources import FolderSource, ImageDocument, Source
 
 __all__ = ["SyncReport", "Syncer", "VerifyReport", "discard_staged"]
 
@@ -177,6 +186,7 @@ class Syncer:
         self.keep, self.batch_size = keep, batch_size
         self.allow_mass_delete, self.progress = allow_mass_delete, progress
         self.models = dict(models or {})
+        self.reads_images = bool(getattr(dense, "accepts_images", False))
         self.chunker = TokenChunker.from_encoder(dense, chunk_tokens, chunk_overlap)
         # The pipeline encodes exactly as searches will (document prompts and routes, field names).
         # A live version built by another encoder is not an error here: the run re-indexes it.
@@ -252,8 +262,24 @@ class Syncer:
             )
 
     # ---- planning ---------------------------------------------------------------------------
+    def _with_images(self, source: Source) -> Source:
+        """A folder left to decide reads its images when the dense encoder does."""
+        if isinstance(source, FolderSource) and source.images is None:
+            return source.with_images(self.reads_images)
+        return source
+
+    def _check_image(self, doc: ImageDocument, source: Source) -> None:
+        if not self.reads_images:
+            raise SyncError(f"{doc.id} in {source.name} is an image, and the dense encoder reads text only; sync "
+                            "with an image-text model (a CLIP folder such as clip-ViT-B-32), or leave images out "
+                            "(FolderSource(..., images=False))")
+        if self.pipeline.sparse_encoder is not None:
+            raise SyncError(f"{doc.id} in {source.name} is an image, and images have no sparse vector; sync this "
+                            "source without a sparse encoder (sparse=False, or --no-sparse on the command line)")
+
     def _scan(self, source: Source) -> _Plan:
         started = time.perf_counter()
+        source = self._with_images(source)
         self._check_name_is_free()
         target, build = self._target()
         physical = target["collection"]
@@ -267,6 +293,8 @@ class Syncer:
         for doc, chunks in self.chunker.chunk_many(source):  # a SourceError aborts before anything is deleted
             if doc.id in documents:
                 raise SyncError(f"document id {doc.id!r} appears twice in {source.name}; ids must be unique")
+            if isinstance(doc, ImageDocument):
+                self._check_image(doc, source)
             fps = []
             for chunk in chunks:
                 fp = _digest(chunk.content_hash, chunk.metadata, self._want_digest)
@@ -366,8 +394,7 @@ class Syncer:
             window = max(self.batch_size, ENCODE_WINDOW)
             for start in range(0, len(plan.writes), window):
                 chunks = plan.writes[start:start + window]
-                encoded = self.pipeline.encode_documents(
-                    [Document(c.id, c.text, dict(c.metadata)) for c, _ in chunks]).records()
+                encoded = self._encode([c for c, _ in chunks])
                 for at in range(0, len(chunks), self.batch_size):
                     batch, records = chunks[at:at + self.batch_size], encoded[at:at + self.batch_size]
                     # Write-ahead: a crash after the upsert leaves pending rows, which the next run
@@ -381,6 +408,16 @@ class Syncer:
         known = plan.known_documents
         self.ledger.put_documents(physical, [(d, source, fp, n) for d, (fp, n) in plan.documents.items()
                                              if known.get(d) != (source, fp, n)])
+
+    def _encode(self, chunks: list[Chunk]) -> list[Record]:
+        """The records of ``chunks``, encoded as searches will encode (the pipeline's document side)."""
+        docs = [Document(c.id, c.text, dict(c.metadata)) for c in chunks]
+        if not any(c.image for c in chunks):
+            return self.pipeline.encode_documents(docs).records()
+        # Images (dense only: the scan refused a sparse encoder) and texts in one call, in their order.
+        inputs = [Path(c.image) if c.image else c.text for c in chunks]
+        vectors = self.pipeline.dense_encoder.encode_document(inputs, batch_size=self.pipeline.batch_size)
+        return EncodedBatch(tuple(docs), {self.pipeline.dense_field: np.asarray(vectors)}).records()
 
     def _delete(self, plan: _Plan, physical: str) -> None:
         for start in range(0, len(plan.stale_chunks), DELETE_BATCH):

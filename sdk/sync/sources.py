@@ -1,4 +1,4 @@
-"""Where ``sdk sync`` reads documents from: a folder of text files, a JSONL file or a CSV file.
+"""Where ``sdk sync`` reads documents from: a folder of text files (and images), a JSONL file or a CSV file.
 
 A source is anything with a stable ``name`` and an ``__iter__`` that yields ``Document``s. The
 name is stored in the sync ledger, so a run only ever deletes documents that came from the same
@@ -10,10 +10,13 @@ scans the whole source before it deletes anything, so an unreadable file or a ba
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -21,9 +24,14 @@ from typing import Any, Protocol, runtime_checkable
 from sdk.core.errors import SourceError
 from sdk.core.types import Document
 
-__all__ = ["CsvSource", "FolderSource", "JsonlSource", "Source", "html_to_text", "open_source", "sample_corpus"]
+__all__ = [
+    "IMAGE_SUFFIXES", "CsvSource", "FolderSource", "ImageDocument", "JsonlSource", "Source", "html_to_text",
+    "open_source", "sample_corpus",
+]
 
 DEFAULT_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".rst", ".html", ".htm")
+#: Image files a ``FolderSource`` reads when its images are on.
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 _HTML_SUFFIXES = (".html", ".htm")
 _ACCEPTED = "a folder (text files inside), a .jsonl file (one JSON object per line) or a .csv file (id,text header)"
 
@@ -78,6 +86,16 @@ def _absolute(path: str | os.PathLike[str]) -> Path:
 # -- folders ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ImageDocument(Document):
+    """An image file as a document: ``text`` is its path relative to the folder (what the payload shows and
+    a hit returns), ``file`` the file the encoder reads, ``digest`` the sha256 of its bytes (what sync
+    compares between runs). Sync encodes it as one image, never as text."""
+
+    file: str = ""
+    digest: str = ""
+
+
 class FolderSource:
     """Every text file under a folder, recursively; the document id is the path relative to it (POSIX).
 
@@ -87,6 +105,10 @@ class FolderSource:
     are walked when they point outside the tree (a link into the tree is skipped: its files are
     read under their real paths, and a link up the tree cannot loop); dangling links are skipped.
     Order is deterministic: entries sorted by name, folders walked depth-first where they sort.
+
+    ``images=True`` also reads ``IMAGE_SUFFIXES`` files, each as one ``ImageDocument`` (metadata: path,
+    width, height, format). ``None`` (the default) leaves them out when iterated directly and lets
+    ``sdk sync`` decide: images are read when its dense encoder reads images (a CLIP model).
     """
 
     def __init__(
@@ -94,6 +116,7 @@ class FolderSource:
         path: str | os.PathLike[str],
         suffixes: Iterable[str] = DEFAULT_SUFFIXES,
         encoding: str = "utf-8",
+        images: bool | None = None,
     ) -> None:
         self.path = _absolute(path)
         if not self.path.is_dir():
@@ -107,14 +130,23 @@ class FolderSource:
             "".encode(encoding)
         except LookupError:
             raise SourceError(f"unknown encoding {encoding!r}; pass a Python codec name such as 'utf-8'") from None
+        if images not in (None, True, False):
+            raise SourceError(f"images must be True, False or None (sync decides), got {images!r}")
         self.suffixes = cleaned
         self.encoding = encoding
+        self.images = images
         self.name = f"folder:{self.path}"
         defaults = set(cleaned) == set(DEFAULT_SUFFIXES) and encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-        self.spec: str | None = str(self.path) if defaults else None
+        self.spec: str | None = str(self.path) if defaults and images is None else None
 
     def __repr__(self) -> str:
-        return f"FolderSource({str(self.path)!r}, suffixes={self.suffixes!r})"
+        return f"FolderSource({str(self.path)!r}, suffixes={self.suffixes!r}, images={self.images!r})"
+
+    def with_images(self, images: bool) -> FolderSource:
+        """This source with ``images`` decided (same name and spec: sync reopens it and decides again)."""
+        copy = FolderSource(self.path, self.suffixes, self.encoding, images=images)
+        copy.spec = self.spec
+        return copy
 
     def __iter__(self) -> Iterator[Document]:
         for rel, file in self._files():
@@ -149,11 +181,16 @@ class FolderSource:
                 if entry.is_symlink() and _inside(os.path.realpath(entry), root):
                     continue  # a link into the tree: its files are read under their real paths
                 yield from self._walk(entry, (*parts, name), ancestors, root)
-            elif stat.S_ISREG(mode) and entry.suffix.lower() in self.suffixes:
+            elif stat.S_ISREG(mode) and (entry.suffix.lower() in self.suffixes or self._image(entry)):
                 yield "/".join((*parts, name)), entry
         ancestors.discard(key)
 
+    def _image(self, file: Path) -> bool:
+        return bool(self.images) and file.suffix.lower() in IMAGE_SUFFIXES
+
     def _read(self, rel: str, file: Path) -> Document:
+        if self._image(file):
+            return self._read_image(rel, file)
         try:
             with open(file, encoding=self.encoding, newline="") as fh:
                 text = fh.read()
@@ -170,6 +207,26 @@ class FolderSource:
             if title:
                 metadata["title"] = title
         return Document(rel, text, metadata)
+
+    def _read_image(self, rel: str, file: Path) -> ImageDocument:
+        """Hash the bytes and read the header (size, format); the pixels are decoded when encoded."""
+        from sdk.encoders.modules.clip import pil_image_module
+
+        image_module = pil_image_module()
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise self._error(file, exc) from exc
+        try:
+            with image_module.open(io.BytesIO(data)) as img:
+                width, height, kind = img.width, img.height, img.format
+        except Exception as exc:  # Pillow raises several types for a file that is not an image
+            raise SourceError(
+                f"{file}: not an image Pillow can read ({type(exc).__name__}: {exc}), although its suffix says "
+                "so; replace it with a valid image, rename it, or move it out of the source folder"
+            ) from exc
+        metadata = {"path": rel, "width": width, "height": height, "format": kind}
+        return ImageDocument(rel, rel, metadata, file=str(file), digest=hashlib.sha256(data).hexdigest()[:32])
 
     @staticmethod
     def _error(path: Path, exc: OSError) -> SourceError:

@@ -173,7 +173,7 @@ def test_bad_inputs_get_clear_errors(tiny_bert: DenseEncoder, tmp_path: Path) ->
     with pytest.raises(ModelLoadError, match="does not exist"):
         DenseEncoder(str(tmp_path / "missing" / "model"), device="cpu")
     with pytest.raises(CapabilityError):
-        DenseEncoder(modules=[tiny_bert.transformer], backend="openvino")  # type: ignore[arg-type]
+        DenseEncoder(modules=[tiny_bert.transformer], backend="tensorrt")  # type: ignore[arg-type]
 
 
 def test_int8_without_calibration_is_refused(tiny_bert_dir: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sdk.core.errors import ModelLoadError
 from sdk.encoders.modules.base import EncoderModule
+from sdk.encoders.modules.clip import CLIPModel
 from sdk.encoders.modules.dense import Dense, Normalize
 from sdk.encoders.modules.heads import ClassificationTransformer, MLMTransformer
 from sdk.encoders.modules.pooling import POOLING_MODES, Pooling
@@ -18,6 +19,7 @@ from sdk.encoders.modules.transformer import Transformer
 
 __all__ = [
     "POOLING_MODES",
+    "CLIPModel",
     "ClassificationTransformer",
     "Dense",
     "EncoderModule",
@@ -63,3 +65,4 @@ for _cls in (Transformer, Pooling, Dense, Normalize):
 for _cls in (MLMTransformer, ClassificationTransformer, SpladePooling, SparseStaticEmbedding):
     register_module(_cls)
 register_module(Router, "Asym")
+register_module(CLIPModel)
