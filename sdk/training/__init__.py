@@ -5,6 +5,7 @@
   ``samplers`` and ``collator``: how dataset rows become batches.
 - ``losses``: the loss functions (``losses.dense``, ``losses.cross``, ``losses.sparse``).
 - ``mining``: ``mine_hard_negatives``; ``data``: BEIR folders and parallel sentences as datasets.
+- ``denoising``: TSDAE data (unlabelled sentences with deletion noise), for ``DenoisingAutoEncoderLoss``.
 - ``model_card``: the README.md saved with every trained model.
 Evaluators live in ``sdk.evaluation`` (one floor below), so ``sdk eval`` uses the same ones.
 
@@ -32,6 +33,8 @@ _LAZY: dict[str, str] = {
     "mine_hard_negatives": "sdk.training.mining",
     "beir_pairs": "sdk.training.data",
     "parallel_sentences": "sdk.training.data",
+    "DenoisingAutoEncoderDataset": "sdk.training.denoising",
+    "corpus_sentences": "sdk.training.denoising",
     "ModelCardData": "sdk.training.model_card",
 }
 

@@ -4,7 +4,10 @@
   asked), optionally inside MatryoshkaLoss;
 - cross: a fresh 1-label head on the base transformer, BinaryCrossEntropyLoss on mined hard
   negatives with ``pos_weight`` = negatives per positive;
-- sparse: SpladeLoss (FLOPS on queries and documents) around SparseMultipleNegativesRankingLoss.
+- sparse: SpladeLoss (FLOPS on queries and documents) around SparseMultipleNegativesRankingLoss;
+- tsdae: a dense model trained on unlabelled text (a BEIR corpus cut into sentences, or a text file
+  of one sentence per line) with DenoisingAutoEncoderLoss, the paper's settings (learning rate
+  3e-5, constant schedule, no weight decay, batch 8).
 Dev evaluation before and after training uses the same evaluator, so the summary's two
 numbers are comparable.
 """
@@ -23,12 +26,13 @@ from sdk.core.errors import InputError
 
 __all__ = ["Recipe", "load_base", "train_recipe"]
 
-Kind = Literal["dense", "cross", "sparse"]
+Kind = Literal["dense", "cross", "sparse", "tsdae"]
 logger = logging.getLogger(__name__)
 
 DENSE_LOSSES = ("mnrl", "cached-mnrl", "triplet")
 CROSS_LOSSES = ("bce", "mnrl", "lambda", "listnet")
 SPARSE_LOSSES = ("splade",)
+TSDAE_LOSSES = ("denoising",)
 
 
 @dataclass
@@ -45,10 +49,13 @@ class Recipe:
     hard_negatives: int = 0
     epochs: float = 1.0
     max_steps: int = -1
-    batch_size: int = 32
+    #: None: 32, or 8 for tsdae (the paper's)
+    batch_size: int | None = None
     learning_rate: float | None = None
     matryoshka_dims: list[int] = field(default_factory=list)
     max_queries: int | None = None
+    #: tsdae: train on a seeded sample of this many corpus sentences (default: all)
+    max_sentences: int | None = None
     dev_max_queries: int | None = 500
     dev_corpus: int | None = None
     miner: str | None = None
@@ -66,7 +73,7 @@ def load_base(kind: Kind, base: str | Path, device: str | None = None) -> Any:
     For ``cross`` the base transformer gets a new 1-label classification head, so a bi-encoder's
     weights can start a reranker.
     """
-    if kind == "dense":
+    if kind in ("dense", "tsdae"):
         from sdk.encoders.dense import DenseEncoder
 
         return DenseEncoder(base, device=device)
@@ -87,7 +94,7 @@ def load_base(kind: Kind, base: str | Path, device: str | None = None) -> Any:
             model = CrossEncoder(modules=[head], device=device)
             model.model_path = str(folder)
             return model
-    raise InputError(f"kind must be 'dense', 'cross' or 'sparse', got {kind!r}")
+    raise InputError(f"kind must be 'dense', 'cross', 'sparse' or 'tsdae', got {kind!r}")
 
 
 def _miner(recipe: Recipe, model: Any) -> Any:
@@ -104,7 +111,13 @@ def _miner(recipe: Recipe, model: Any) -> Any:
 
 
 def _loss(recipe: Recipe, model: Any, negatives: int) -> Any:
-    name = (recipe.loss or {"dense": "mnrl", "cross": "bce", "sparse": "splade"}[recipe.kind]).lower()
+    name = (recipe.loss or {"dense": "mnrl", "cross": "bce", "sparse": "splade", "tsdae": "denoising"}[recipe.kind]).lower()
+    if recipe.kind == "tsdae":
+        from sdk.training.losses.denoising import DenoisingAutoEncoderLoss
+
+        if name not in TSDAE_LOSSES:
+            raise InputError(f"tsdae --loss must be one of {', '.join(TSDAE_LOSSES)}; got {name!r}")
+        return DenoisingAutoEncoderLoss(model, tie_encoder_decoder=True)
     if recipe.kind == "dense":
         from sdk.training import losses
 
@@ -130,6 +143,11 @@ def _loss(recipe: Recipe, model: Any, negatives: int) -> Any:
 
 
 def _train_data(recipe: Recipe, model: Any) -> tuple[Any, int]:
+    if recipe.kind == "tsdae":
+        from sdk.training.denoising import DenoisingAutoEncoderDataset, corpus_sentences
+
+        sentences = corpus_sentences(recipe.dataset, max_sentences=recipe.max_sentences, seed=recipe.seed)
+        return DenoisingAutoEncoderDataset(sentences, seed=recipe.seed), 0
     from sdk.training.data import beir_pairs
     from sdk.training.mining import mine_hard_negatives
 
@@ -158,7 +176,11 @@ def _dev_evaluator(recipe: Recipe, model: Any) -> Any:
         return None
     from sdk.evaluation import dev_evaluator
 
-    return dev_evaluator(recipe.kind, recipe.dataset, recipe.dev_split, max_queries=recipe.dev_max_queries,
+    if recipe.kind == "tsdae" and not Path(recipe.dataset).is_dir():
+        raise InputError(f"--dev-split needs --dataset to be a BEIR folder (with qrels/{recipe.dev_split}.tsv); "
+                         f"{recipe.dataset} is a file: drop --dev-split or give the folder")
+    kind = "dense" if recipe.kind == "tsdae" else recipe.kind
+    return dev_evaluator(kind, recipe.dataset, recipe.dev_split, max_queries=recipe.dev_max_queries,
                          max_corpus=recipe.dev_corpus, retriever=_miner(recipe, model) if recipe.kind == "cross"
                          else None, top_k=recipe.rerank_top, name="dev", seed=recipe.seed)
 
@@ -174,15 +196,19 @@ def train_recipe(recipe: Recipe) -> dict[str, Any]:
     evaluator = _dev_evaluator(recipe, model)
     base_metrics = evaluator(model) if evaluator is not None else {}
     loss = _loss(recipe, model, negatives)
-    trainer_cls = {"dense": DenseTrainer, "cross": CrossEncoderTrainer, "sparse": SparseEncoderTrainer}[recipe.kind]
-    default_lr = {"dense": 2e-5, "cross": 2e-5, "sparse": 2e-5}[recipe.kind]
+    trainer_cls = {"dense": DenseTrainer, "cross": CrossEncoderTrainer, "sparse": SparseEncoderTrainer,
+                   "tsdae": DenseTrainer}[recipe.kind]
+    default_lr = {"dense": 2e-5, "cross": 2e-5, "sparse": 2e-5, "tsdae": 3e-5}[recipe.kind]
+    tsdae = recipe.kind == "tsdae"
+    schedule: dict[str, Any] = ({"lr_scheduler_type": "constant", "weight_decay": 0.0} if tsdae else
+                                {"warmup_ratio": 0.1})
     args = trainer_cls.args_class(
         output_dir=str(Path(recipe.output) / "checkpoints"), num_train_epochs=recipe.epochs,
-        max_steps=recipe.max_steps, per_device_train_batch_size=recipe.batch_size,
-        learning_rate=recipe.learning_rate or default_lr, warmup_ratio=0.1, seed=recipe.seed,
+        max_steps=recipe.max_steps, per_device_train_batch_size=recipe.batch_size or (8 if tsdae else 32),
+        learning_rate=recipe.learning_rate or default_lr, seed=recipe.seed, **schedule,
         fp16=recipe.fp16, bf16=recipe.bf16, save_strategy="no", eval_strategy="no", logging_steps=50,
         report_to=[], disable_tqdm=not recipe.progress,
-        batch_sampler=BatchSamplers.BATCH_SAMPLER if recipe.kind == "cross" else BatchSamplers.NO_DUPLICATES,
+        batch_sampler=BatchSamplers.BATCH_SAMPLER if recipe.kind in ("cross", "tsdae") else BatchSamplers.NO_DUPLICATES,
     )
     if not isinstance(args, EncoderTrainingArguments):  # pragma: no cover - class attribute typo guard
         raise InputError("internal: wrong training arguments class")

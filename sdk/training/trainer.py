@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, SequentialSampler
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import EvalLoopOutput
 
 from sdk.core.errors import InputError
@@ -62,6 +62,19 @@ class _Named(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {**self.dataset[index], "dataset_name": self.name}
+
+
+class _ZeroLossGradients(TrainerCallback):
+    """transformers zeroes only the model's gradients after a step; parameters a loss owns (TSDAE's
+    decoder, a projection) would otherwise add up their gradients across every step."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kwargs: Any) -> None:
+        if optimizer is not None:
+            optimizer.zero_grad()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kwargs: Any) -> None:
+        if optimizer is not None:
+            optimizer.zero_grad()
 
 
 def _columns(dataset: Any) -> list[str]:
@@ -115,6 +128,7 @@ class EncoderTrainer(Trainer):
         )
         if self.eval_dataset == "evaluator-only":
             self.eval_dataset = None
+        self.add_callback(_ZeroLossGradients)
         self.loss = self._prepare_loss(loss, model, train_dataset)
         self.model_card_data = model_card_data
         self._runner_set: set[int] = set()

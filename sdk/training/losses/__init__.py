@@ -1,4 +1,4 @@
-"""Training losses, by encoder kind: ``dense`` (+ ``dense_cached``, ``matryoshka``), ``cross``
+"""Training losses, by encoder kind: ``dense`` (+ ``dense_cached``, ``matryoshka``, ``denoising``), ``cross``
 (+ ``cross_listwise``) and ``sparse``; ``base`` has the ``EncoderLoss`` interface they share.
 
 As in sentence-transformers' ``losses`` namespace, the names at this level are the dense
@@ -27,6 +27,7 @@ _LAZY: dict[str, str] = {
     "TripletDistanceMetric": _DENSE,
     "TripletLoss": _DENSE,
     "CachedMultipleNegativesRankingLoss": "sdk.training.losses.dense_cached",
+    "DenoisingAutoEncoderLoss": "sdk.training.losses.denoising",
     "MatryoshkaLoss": "sdk.training.losses.matryoshka",
     # sparse names that do not clash with the dense ones
     **{name: "sdk.training.losses.sparse" for name in (
