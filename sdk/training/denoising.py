@@ -16,7 +16,6 @@ nltk's pair) to ``delete_words`` through ``noise_fn`` to get nltk's word boundar
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from sdk.core.errors import InputError
+from sdk.core.textfiles import read_texts
 
 __all__ = ["DenoisingAutoEncoderDataset", "corpus_sentences", "delete_words", "split_sentences"]
 
@@ -152,19 +152,4 @@ def _read_texts(source: str | Path | Iterable[str]) -> tuple[list[str], bool]:
         path = path / "corpus.jsonl"
     if not path.is_file():
         raise InputError(f"{source} is neither a BEIR folder, a corpus.jsonl nor a text file; give one of those")
-    if path.suffix == ".jsonl":
-        texts = []
-        with open(path, encoding="utf8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path} line {number} is not JSON ({exc}); a corpus.jsonl has one "
-                                     "object per line with a 'text' field") from exc
-                title = (row.get("title") or "").strip()
-                texts.append(f"{title}. {row.get('text', '')}" if title else str(row.get("text", "")))
-        return texts, False
-    with open(path, encoding="utf8") as fh:
-        return [line for line in fh if line.strip()], True
+    return read_texts(path, title_separator=". "), path.suffix != ".jsonl"

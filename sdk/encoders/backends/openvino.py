@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from sdk.core.errors import CapabilityError, InputError, MissingDependencyError, ModelLoadError
+from sdk.core.textfiles import read_texts
 from sdk.encoders.backends.graph import (
     OUTPUT_NAMES,
     GraphModel,
@@ -85,13 +85,13 @@ def calibration_texts(calibration: str | Path | Iterable[str] | None) -> list[st
     """The texts static int8 is calibrated on: a list of texts, a file (``.jsonl`` with ``text``
     fields, else one text per line), or None for the bundled sample texts."""
     if calibration is None:
-        texts = _read_texts(_SAMPLES / "sample_corpus.jsonl") + _read_texts(_SAMPLES / "sample.txt")
+        texts = read_texts(_SAMPLES / "sample_corpus.jsonl") + read_texts(_SAMPLES / "sample.txt")
     elif isinstance(calibration, (str, Path)):
         path = Path(calibration).expanduser()
         if not path.is_file():
             raise InputError(f"calibration file {path} does not exist; pass a .jsonl (with 'text' fields) "
                              "or .txt file (one text per line), or a list of texts")
-        texts = _read_texts(path)
+        texts = read_texts(path)
     else:
         texts = list(calibration)
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
@@ -100,25 +100,6 @@ def calibration_texts(calibration: str | Path | Iterable[str] | None) -> list[st
     texts = [t for t in texts if t.strip()][:MAX_CALIBRATION]
     if not texts:
         raise InputError("the calibration set has no non-empty text; pass texts like those you will encode")
-    return texts
-
-
-def _read_texts(path: Path) -> list[str]:
-    lines = path.read_text(encoding="utf8").splitlines()
-    if path.suffix != ".jsonl":
-        return lines
-    texts = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number} is not JSON ({exc.msg}); calibration .jsonl files hold "
-                             "one object with a 'text' field per line") from exc
-        text = row.get("text") if isinstance(row, dict) else None
-        if isinstance(text, str):
-            texts.append(" ".join(x for x in (row.get("title"), text) if isinstance(x, str) and x))
     return texts
 
 
