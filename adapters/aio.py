@@ -27,11 +27,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from adapters.guard import stored_spec
+from adapters.guard import research_spec, stored_spec
 from adapters.retry import NO_RETRY
 from adapters.steps import arun_steps
 from adapters.validate import QueryPlan, prepare_query
 from sdk.core.capabilities import Capabilities
+from sdk.core.errors import SDKError
 from sdk.core.spec import CollectionSpec, check_name
 from sdk.core.types import Hit, HybridQuery
 
@@ -125,11 +126,38 @@ class AsyncAdapter(abc.ABC):
     # ---- public protocol (sdk.core.store.AsyncVectorStore) -------------------------------
     async def aquery(self, collection: str, query: HybridQuery, *,
                      expect: CollectionSpec | None = None) -> list[Hit]:
-        """``Adapter.query``, awaited: same checks, same plan, same hits."""
+        """``Adapter.query``, awaited: same checks, same plan, same hits (the guard's read beside the
+        search where ``Adapter._overlap_guard`` allows, as there)."""
         client = await self._acall("connecting", self._client)
+        if expect is not None and self.sync._overlap_guard():
+            return await self._aquery_overlapped(client, collection, query, expect)
         spec = await self._aspec_of(client, collection, expect)
         plan = prepare_query(spec, self.capabilities, query)
         return await self._acall(f"querying {collection!r}", lambda: self._asearch(client, spec, collection, plan))
+
+    async def _aquery_overlapped(self, client: Any, collection: str, query: HybridQuery,
+                                 expect: CollectionSpec) -> list[Hit]:
+        """``Adapter._query_overlapped`` awaited: the spec read runs as a task beside the search."""
+        check_name(collection, "collection name")
+        read = asyncio.ensure_future(self._acall(f"reading the spec of {collection!r}",
+                                                 lambda: self._aread_spec(client, collection)))
+        hits: list[Hit] = []
+        failure: SDKError | None = None
+        try:
+            plan = prepare_query(expect, self.capabilities, query)
+            hits = await self._acall(f"querying {collection!r}", lambda: self._asearch(client, expect, collection, plan))
+        except SDKError as exc:
+            failure = exc
+        except BaseException:  # cancelled (or worse): the read is of no use to anyone now
+            read.cancel()
+            raise
+        moved = research_spec(await read, collection, expect)
+        if moved is not None:
+            plan = prepare_query(moved, self.capabilities, query)
+            return await self._acall(f"querying {collection!r}", lambda: self._asearch(client, moved, collection, plan))
+        if failure is not None:
+            raise failure
+        return hits
 
     async def aclose(self) -> None:
         """Close the running loop's client now (other loops' clients close when their loop shuts down)."""

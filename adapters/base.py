@@ -18,14 +18,16 @@ suite every adapter must pass is ``adapters.testing``. See docs/ARCHITECTURE.md,
 from __future__ import annotations
 
 import abc
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from adapters.drivers import require_driver
 from adapters.filters import FilterTranslator, PythonFilter
-from adapters.guard import check_same, diff_specs, stored_spec
+from adapters.guard import check_same, diff_specs, research_spec, stored_spec
 from adapters.ids import CursorPages, batched, point_id
 from adapters.retry import NO_RETRY, RetryPolicy, is_transient, translate_error
 from adapters.validate import DenseLeg, PreparedRecord, QueryPlan, SparseLeg, prepare_query, prepare_records
@@ -75,6 +77,21 @@ T = TypeVar("T")
 _TWIN_LOCK = threading.Lock()
 DEFAULT_BATCH = 256
 DEFAULT_ID_PAGE = 1000
+_GUARD_THREADS = 32
+_guard_pool: list[ThreadPoolExecutor] = []  # made on first use; a forked child makes its own
+
+
+def _guard_reader() -> ThreadPoolExecutor:
+    """The worker threads that read stored specs beside searches (``Adapter._overlap_guard``)."""
+    if not _guard_pool:
+        with _TWIN_LOCK:
+            if not _guard_pool:
+                _guard_pool.append(ThreadPoolExecutor(_GUARD_THREADS, thread_name_prefix="sdk-guard"))
+    return _guard_pool[0]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_guard_pool.clear)
 
 
 class Adapter(abc.ABC):
@@ -149,6 +166,12 @@ class Adapter(abc.ABC):
     def _close(self) -> None:
         """Release the client (only when this adapter created it)."""
         return None
+
+    def _overlap_guard(self) -> bool:
+        """Hook: whether ``query(..., expect=...)`` may read the stored spec on another connection while
+        the search runs. Yes for a database server behind a thread-safe client (the read is a round trip
+        that would otherwise come first); no (the default) where the read costs microseconds."""
+        return False
 
     def _async_twin(self) -> AsyncAdapter:
         """The async twin ``aio()`` returns; an adapter whose driver has an async client returns its own
@@ -252,10 +275,40 @@ class Adapter(abc.ABC):
             yield from page
 
     def query(self, collection: str, query: HybridQuery, *, expect: CollectionSpec | None = None) -> list[Hit]:
-        """Dense, sparse or hybrid search with the database's native fusion; best hit first."""
+        """Dense, sparse or hybrid search with the database's native fusion; best hit first.
+
+        With ``expect`` the stored spec must still equal it (``adapters.guard``), else nothing is
+        returned and the mismatch raises. Where ``_overlap_guard`` allows, that read runs beside the
+        search instead of before it: the hits are returned only once the read confirmed ``expect``."""
+        if expect is not None and self._overlap_guard():
+            return self._query_overlapped(collection, query, expect)
         spec = self._spec_of(collection, expect)
         plan = prepare_query(spec, self.capabilities, query)
         return self._call(f"querying {collection!r}", lambda: self._search(spec, collection, plan))
+
+    def _query_overlapped(self, collection: str, query: HybridQuery, expect: CollectionSpec) -> list[Hit]:
+        """``query`` on ``expect`` while a worker thread reads the stored spec: one round trip of wait, not two.
+
+        The read's verdict comes first, as it did when it ran first: its error, a missing collection
+        or a mismatch raises whatever the search did. An alias moved to another version of the same
+        schema meanwhile is searched again where it points now."""
+        check_name(collection, "collection name")
+        read = _guard_reader().submit(self._call, f"reading the spec of {collection!r}",
+                                      lambda: self._read_spec(collection))
+        hits: list[Hit] = []
+        failure: SDKError | None = None
+        try:
+            plan = prepare_query(expect, self.capabilities, query)
+            hits = self._call(f"querying {collection!r}", lambda: self._search(expect, collection, plan))
+        except SDKError as exc:
+            failure = exc
+        moved = research_spec(read.result(), collection, expect)
+        if moved is not None:
+            plan = prepare_query(moved, self.capabilities, query)
+            return self._call(f"querying {collection!r}", lambda: self._search(moved, collection, plan))
+        if failure is not None:
+            raise failure
+        return hits
 
     def drop(self, collection: str) -> bool:
         """Drop a collection; returns ``False`` when it did not exist."""

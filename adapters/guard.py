@@ -17,7 +17,7 @@ from sdk.core.errors import (
 )
 from sdk.core.spec import CollectionSpec
 
-__all__ = ["check_same", "diff_specs", "stored_spec"]
+__all__ = ["check_same", "diff_specs", "research_spec", "stored_spec"]
 
 
 def _index(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -52,6 +52,8 @@ def diff_specs(stored: CollectionSpec, wanted: CollectionSpec) -> list[tuple[str
 
 def check_same(stored: CollectionSpec, wanted: CollectionSpec, collection: str) -> None:
     """Raise the most specific mismatch error listing every difference; return if they agree."""
+    if stored == wanted:  # the usual case (a query's expect is the spec read back earlier): nothing to list
+        return
     diffs = diff_specs(stored, wanted)
     if not diffs:
         return
@@ -80,3 +82,13 @@ def stored_spec(stored: CollectionSpec | None, collection: str, expect: Collecti
     if expect is not None:
         check_same(stored, expect, collection)
     return stored
+
+
+def research_spec(stored: CollectionSpec | None, collection: str, expect: CollectionSpec) -> CollectionSpec | None:
+    """The verdict on a search that ran on ``expect`` while the stored spec was being read.
+
+    Raises as ``stored_spec`` does (absent, or built for other vectors: the search's hits are not
+    used); ``None`` when the hits stand; else the stored spec to search again with, because
+    ``collection`` (an alias) now resolves to another physical collection of the same schema."""
+    spec = stored_spec(stored, collection, expect)
+    return None if spec.name == expect.name else spec

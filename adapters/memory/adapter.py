@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from adapters.base import Adapter
+from adapters.blas import one_blas_thread
 from adapters.filters import PythonFilter
 from adapters.ids import CursorPages
 from adapters.memory.scoring import dense_scores, idf_weights, sparse_scores
@@ -121,6 +122,10 @@ class MemoryAdapter(Adapter):
         return len(self._matching(spec, name, filter))
 
     def _search(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
+        with one_blas_thread():  # adapters.blas: a spinning BLAS pool slows the encoder beside it
+            return self._search_all(spec, name, plan)
+
+    def _search_all(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
         all_recs = list(self._resolve(name).records.values())
         recs = self._matching(spec, name, plan.filter)
         by_pid = {r.pid: r for r in recs}

@@ -130,6 +130,9 @@ class MilvusAdapter(Adapter):
         if self._owns:
             self._client.close()
 
+    def _overlap_guard(self) -> bool:
+        return True  # a server (Lite's too: a process of its own) behind a thread-safe gRPC client
+
     def _async_twin(self) -> AsyncAdapter:
         if self._client_args is None:  # a caller's client: how to reach its server again is unknown
             return super()._async_twin()

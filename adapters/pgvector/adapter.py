@@ -249,6 +249,9 @@ class PgvectorAdapter(Adapter):
             self._conn_obj.close()
         self._conn_obj = None
 
+    def _overlap_guard(self) -> bool:
+        return self._owned  # pooled: the read borrows its own connection (a caller's one connection cannot)
+
     # ---- metadata ----------------------------------------------------------------------------
     def _read_spec(self, name: str) -> CollectionSpec | None:
         return self._tx(lambda conn: run_steps(self._read_spec_steps(name), conn), single=True)

@@ -8,6 +8,7 @@ collide with the adapter's own.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from qdrant_client import QdrantClient, models
 
 from adapters.aio import AsyncAdapter
 from adapters.base import Adapter, CursorPages
+from adapters.blas import one_blas_thread
 from adapters.qdrant._errors import translate
 from adapters.qdrant._filters import META, QdrantFilter
 from adapters.qdrant._mapping import capabilities, score, search_params, sparse_params, vector_params
@@ -87,6 +89,9 @@ class QdrantAdapter(Adapter):
     def _close(self) -> None:
         if self._owns:
             self._client.close()
+
+    def _overlap_guard(self) -> bool:
+        return "hnsw" not in self._caps.emulated  # a server; local mode reads its spec in microseconds
 
     def _async_twin(self) -> AsyncAdapter:
         if "hnsw" in self._caps.emulated:
@@ -207,7 +212,9 @@ class QdrantAdapter(Adapter):
         return {"query": vec, "using": leg.field.name, "limit": leg.candidates, "filter": flt}
 
     def _search(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> list[Hit]:
-        return run_steps(self._search_steps(spec, name, plan), self._client)
+        local = "hnsw" in self._caps.emulated  # local mode scores in this process, with numpy
+        with one_blas_thread() if local else nullcontext():
+            return run_steps(self._search_steps(spec, name, plan), self._client)
 
     def _search_steps(self, spec: CollectionSpec, name: str, plan: QueryPlan) -> Steps[list[Hit]]:
         """One native query, as steps on a ``QdrantClient`` or an ``AsyncQdrantClient``."""

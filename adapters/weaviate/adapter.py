@@ -131,6 +131,9 @@ class WeaviateAdapter(Adapter):
         if self._owns:
             self._client.close()
 
+    def _overlap_guard(self) -> bool:
+        return True  # the spec read is a REST round trip, the search a gRPC one: they can run together
+
     def _async_twin(self) -> AsyncAdapter:
         from adapters.weaviate._async import AsyncWeaviateAdapter
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,12 +24,37 @@ from sdk.core.version import __version__
 from sdk.encoders.modules import CLIPModel, EncoderModule, Transformer
 from sdk.encoders.modules.clip import is_image
 
-__all__ = ["ModuleEncoder", "VectorEncoder", "check_texts", "pick_device"]
+__all__ = ["SMALL_BATCH_TOKENS", "ModuleEncoder", "VectorEncoder", "check_texts", "intra_op_threads", "pick_device"]
 
 T = TypeVar("T")
 
 #: Prompt names ``encode_query`` / ``encode_document`` look for, in this order (sentence-transformers' conventions).
 ROLE_PROMPTS: dict[str, tuple[str, ...]] = {"query": ("query",), "document": ("document", "passage", "corpus")}
+
+#: A CPU batch of at most this many token positions (rows x padded width) runs on ``small_batch_threads``
+#: intra-op threads: a search query. Its matrix products are too small to gain from an OpenMP team,
+#: and the team's lock-step barriers make every one of them wait for the slowest thread: with one of
+#: two cores busy elsewhere (the database, another request) a 2-thread team took a single MiniLM
+#: query from 13 ms to 490 ms (bench/latency.py, issue 18), and its spinning workers then took the
+#: core the next stage needed.
+SMALL_BATCH_TOKENS = 64
+
+
+@contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Run the block on at most ``threads`` torch intra-op threads, in the calling thread only.
+
+    With OpenMP (torch's CPU backend) the thread count is a per-thread setting, so other threads
+    encoding meanwhile keep theirs; the previous count is restored on exit. ``None``: unchanged."""
+    previous = torch.get_num_threads()
+    if threads is None or previous <= threads:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -80,6 +106,8 @@ def check_texts(texts: Any, what: str = "sentences", images: bool = False) -> tu
 
 def _in_order(parts: list[torch.Tensor], positions: list[np.ndarray]) -> torch.Tensor:
     """One tensor from per-batch ``parts`` whose rows belong at ``positions`` of the caller's list."""
+    if len(parts) == 1 and len(positions[0]) == 1:
+        return parts[0]  # one text: nothing to put in order
     merged = torch.cat(parts)
     inverse = np.empty(len(merged), dtype=np.int64)
     inverse[np.concatenate(positions)] = np.arange(len(merged))
@@ -96,6 +124,8 @@ class ModuleEncoder(nn.Sequential):
 
     #: ``model_type`` written to config_sentence_transformers.json
     model_type = "SentenceTransformer"
+    #: intra-op threads of a small CPU batch (``SMALL_BATCH_TOKENS``); None: torch's own setting
+    small_batch_threads: int | None = 1
 
     def __init__(self, modules: Sequence[tuple[str, EncoderModule]] | Sequence[EncoderModule], device: Any = None):
         named = [(str(i), m) if isinstance(m, nn.Module) else m for i, m in enumerate(modules)]
@@ -188,14 +218,18 @@ class ModuleEncoder(nn.Sequential):
         results: list[Any] = [None] * len(texts)
         parts: list[torch.Tensor] = []
         positions: list[np.ndarray] = []
+        small = self.small_batch_threads if device.type == "cpu" else None
         with torch.inference_mode():
             for idx, features in feed:
                 features = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                             for k, v in features.items()}
                 if extra_features:
                     features.update(extra_features)
-                for module in self:
-                    features = module(features)
+                ids = features.get("input_ids")
+                few = small is not None and isinstance(ids, torch.Tensor) and ids.numel() <= SMALL_BATCH_TOKENS
+                with intra_op_threads(small if few else None):
+                    for module in self:
+                        features = module(features)
                 if stack:
                     parts.append(collect(features))
                     positions.append(idx)

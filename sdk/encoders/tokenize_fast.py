@@ -46,6 +46,8 @@ class RaggedTokens:
 
     def take(self, rows: np.ndarray, pin: bool = False) -> dict[str, torch.Tensor]:
         """``input_ids``, ``attention_mask`` (and ``token_type_ids``) of ``rows``, padded to their longest."""
+        if len(rows) == 1 and self.lengths[rows[0]] > 0:
+            return self._take_one(int(rows[0]), pin)
         lengths = self.lengths[rows]
         width = max(int(lengths.max()), 1) if len(rows) else 1
         positions = np.arange(width)[None, :]
@@ -60,6 +62,16 @@ class RaggedTokens:
                 out["token_type_ids"] = _pinned(torch.full(mask.shape, self.pad_type_id, dtype=torch.int64), pin)
             else:
                 out["token_type_ids"] = self._fill(self.type_ids, rows, mask, total, self.pad_type_id, pin)
+        return out
+
+    def _take_one(self, row: int, pin: bool) -> dict[str, torch.Tensor]:
+        """``take`` of one non-empty row (a search query): nothing to pad, so no mask to build."""
+        ids = torch.tensor([self.ids[row]], dtype=torch.int64)
+        out = {"input_ids": _pinned(ids, pin), "attention_mask": _pinned(torch.ones_like(ids), pin)}
+        if self.with_type_ids:
+            types = torch.full_like(ids, self.pad_type_id) if self.type_ids is None else \
+                torch.tensor([self.type_ids[row]], dtype=torch.int64)
+            out["token_type_ids"] = _pinned(types, pin)
         return out
 
     @staticmethod
