@@ -182,7 +182,10 @@ def backend_label(module: nn.Module) -> str:
     path, whatever ``backend="auto"`` would pick on the machine that reads it."""
     from sdk.encoders.backends.graph import GraphModel
 
-    graph = next((m for m in module.modules() if isinstance(m, GraphModel)), None)
+    modules = getattr(module, "modules", None)
+    if not callable(modules):  # an encoder object of the caller's own: nothing of ours runs it
+        return "torch"
+    graph = next((m for m in modules() if isinstance(m, GraphModel)), None)
     return "torch" if graph is None else f"{graph.backend}:{graph.path.name}"
 
 
