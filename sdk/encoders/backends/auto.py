@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from sdk.core.errors import CapabilityError, InputError, ModelLoadError
-from sdk.encoders.backends.graph import file_digest, weights_fingerprint
+from sdk.encoders.backends.graph import cpu_source, file_digest, weights_fingerprint
 from sdk.encoders.backends.machine import cpu_flags, cpu_model, runtime_versions
 from sdk.encoders.weights import is_weightless, onnx_files
 
@@ -146,21 +147,16 @@ def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def _build(backend: str, quantize: str | None, transformer: Transformer, options: BackendOptions) -> nn.Module:
     """The model that would run ``transformer`` on that backend (files exported or quantized if needed)."""
-    model = transformer.auto_model
-    names = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in transformer._forward_keys)
-    torch_model = model if is_weightless(model) else model.to("cpu").eval()
     if backend == "torch":
-        return torch_model
+        return cpu_source(transformer.auto_model)
+    candidate = replace(options, backend=backend, quantize=quantize)
     if backend == "onnx":
-        from sdk.encoders.backends.onnx import OrtModel, resolve_onnx_file
+        from sdk.encoders.backends.onnx import ort_model_for
 
-        path = resolve_onnx_file(model, transformer.tokenizer, names, quantize=quantize, export_dir=options.export_dir)
-        return OrtModel(path, torch_model, options.providers, options.threads)
-    from sdk.encoders.backends.openvino import OvModel, resolve_openvino_file
+        return ort_model_for(transformer, candidate)
+    from sdk.encoders.backends.openvino import ov_model_for
 
-    path = resolve_openvino_file(transformer, names, quantize=quantize, calibration=options.calibration,
-                                 export_dir=options.export_dir)
-    return OvModel(path, torch_model, options.ov_device, options.ov_config, options.threads)
+    return ov_model_for(transformer, candidate)
 
 
 def _timed(models: list[nn.Module], feeds: list[dict[str, torch.Tensor]]) -> tuple[float, list[torch.Tensor]]:

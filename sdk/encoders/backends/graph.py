@@ -28,8 +28,8 @@ from torch import nn
 from sdk.core.errors import InputError
 from sdk.encoders.weights import is_weightless
 
-__all__ = ["SIDECAR", "GraphModel", "GraphOutput", "export_folder", "file_digest", "publish", "read_sidecar",
-           "record", "weights_fingerprint"]
+__all__ = ["SIDECAR", "GraphModel", "GraphOutput", "cpu_source", "export_folder", "file_digest", "input_names",
+           "publish", "read_sidecar", "record", "weights_fingerprint"]
 
 SIDECAR = "sdk_export.json"
 #: output names, ours first, then those optimum's exports (the hub's onnx/ and openvino/ folders) use
@@ -53,6 +53,16 @@ def file_digest(*paths: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return "onnx-" + digest.hexdigest()
+
+
+def input_names(transformer: Any) -> tuple[str, ...]:
+    """The token inputs a transformer's graph takes, in the order the export gives them."""
+    return tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in transformer._forward_keys)
+
+
+def cpu_source(model: nn.Module) -> nn.Module:
+    """The torch model a graph stand-in keeps beside it: on CPU in eval mode (a weightless skeleton as is)."""
+    return model if is_weightless(model) else model.to("cpu").eval()
 
 
 # -- files ---------------------------------------------------------------------------------------

@@ -34,8 +34,10 @@ from sdk.encoders.backends.graph import (
     SIDECAR,
     GraphModel,
     GraphOutput,
+    cpu_source,
     export_folder,
     file_digest,
+    input_names,
     publish,
     read_sidecar,
     record,
@@ -332,16 +334,18 @@ class OrtModel(GraphModel):
             yield self.path.parent / ONNX_FILE
 
 
+def ort_model_for(transformer: Transformer, options: BackendOptions) -> OrtModel:
+    """An ``OrtModel`` running the file ``options`` pick for ``transformer`` (exported if needed)."""
+    model = transformer.auto_model
+    path = resolve_onnx_file(
+        model, transformer.tokenizer, input_names(transformer), file_name=options.file_name,
+        quantize=options.quantize, export_dir=options.export_dir, force_export=options.export,
+    )
+    return OrtModel(path, cpu_source(model), options.providers, options.threads)
+
+
 def prepare_onnx(transformers: Sequence[Transformer], options: BackendOptions) -> None:
     """Swap each transformer's model for an ``OrtModel`` running the file ``options`` pick (exported if needed)."""
     for transformer in transformers:
-        model = transformer.auto_model
-        if isinstance(model, OrtModel):
-            continue
-        names = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in transformer._forward_keys)
-        path = resolve_onnx_file(
-            model, transformer.tokenizer, names, file_name=options.file_name, quantize=options.quantize,
-            export_dir=options.export_dir, force_export=options.export,
-        )
-        torch_model = model if is_weightless(model) else model.to("cpu").eval()
-        transformer.auto_model = OrtModel(path, torch_model, options.providers, options.threads)
+        if not isinstance(transformer.auto_model, OrtModel):
+            transformer.auto_model = ort_model_for(transformer, options)

@@ -40,8 +40,10 @@ from sdk.core.textfiles import read_texts
 from sdk.encoders.backends.graph import (
     OUTPUT_NAMES,
     GraphModel,
+    cpu_source,
     export_folder,
     file_digest,
+    input_names,
     read_sidecar,
     record,
     stale,
@@ -300,6 +302,15 @@ class OvModel(GraphModel):
         super().__setstate__(state)
 
 
+def ov_model_for(transformer: Transformer, options: BackendOptions) -> OvModel:
+    """An ``OvModel`` running the file ``options`` pick for ``transformer`` (converted/quantized if needed)."""
+    path = resolve_openvino_file(
+        transformer, input_names(transformer), file_name=options.file_name, quantize=options.quantize,
+        calibration=options.calibration, export_dir=options.export_dir, force_export=options.export,
+    )
+    return OvModel(path, cpu_source(transformer.auto_model), options.ov_device, options.ov_config, options.threads)
+
+
 def prepare_openvino(transformers: Sequence[Transformer], options: BackendOptions) -> None:
     """Swap each transformer's model for an ``OvModel`` running the file ``options`` pick (made if needed)."""
     _ov()  # a missing runtime is named before anything is exported
@@ -310,10 +321,4 @@ def prepare_openvino(transformers: Sequence[Transformer], options: BackendOption
         if isinstance(model, GraphModel):
             raise CapabilityError(f"this transformer already runs on backend={model.backend!r}; load the model again "
                                   "with backend='openvino'")
-        names = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in transformer._forward_keys)
-        path = resolve_openvino_file(
-            transformer, names, file_name=options.file_name, quantize=options.quantize,
-            calibration=options.calibration, export_dir=options.export_dir, force_export=options.export,
-        )
-        torch_model = model if is_weightless(model) else model.to("cpu").eval()
-        transformer.auto_model = OvModel(path, torch_model, options.ov_device, options.ov_config, options.threads)
+        transformer.auto_model = ov_model_for(transformer, options)
