@@ -89,8 +89,9 @@ def simulate(pipe: Any, queries: dict[str, str], qrels: dict[str, dict[str, int]
 class QueryLoad:
     """Queries the served pipeline in a loop on a thread while learning and promotion run."""
 
-    def __init__(self, pipe: Any, queries: list[str]) -> None:
+    def __init__(self, pipe: Any, queries: list[str], qps: float = 0.0) -> None:
         self.pipe, self.queries = pipe, queries
+        self.interval = 1.0 / qps if qps > 0 else 0.0
         self.served = self.empty = 0
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -100,6 +101,7 @@ class QueryLoad:
     def _run(self) -> None:
         i = 0
         while not self._stop.is_set():
+            began = time.perf_counter()
             try:
                 if not self.pipe.search(self.queries[i % len(self.queries)]):
                     self.empty += 1
@@ -107,6 +109,8 @@ class QueryLoad:
             except Exception as exc:  # noqa: BLE001 - counted: the goal is zero
                 self.errors.append(repr(exc))
             i += 1
+            if self.interval:
+                self._stop.wait(max(0.0, self.interval - (time.perf_counter() - began)))
 
     def stop(self) -> None:
         self._stop.set()
@@ -125,6 +129,8 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=0.01)
     p.add_argument("--margin", type=float, default=0.005)
     p.add_argument("--max-steps", type=int, default=-1, help="cap fine-tuning steps per candidate")
+    p.add_argument("--load-qps", type=float, default=5.0,
+                   help="background queries per second while learning runs (0: as fast as they go)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default=str(REPO / "bench" / "results" / f"feedback_{time.strftime('%Y-%m-%d')}.jsonl"))
     args = p.parse_args()
@@ -186,7 +192,7 @@ def main() -> None:
     for round_no in range(1, args.rounds + 1):
         asked = rng.sample(learn_ids, min(per_round, len(learn_ids)))
         users = simulate(pipe, {q: learn_q[q] for q in asked}, learn_rels, rng, args.noise)
-        load = QueryLoad(pipe, list(test_q.values()))
+        load = QueryLoad(pipe, list(test_q.values()), args.load_qps)
         t0 = time.perf_counter()
         try:
             report = learner.learn([s for s in args.steps.split(",") if s])

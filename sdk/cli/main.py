@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sdk.cli import collections, encode, eval, export, feedback, learn, models, search, sync, train
+from sdk.cli import collections, completion, encode, eval, export, feedback, learn, models, search, sync, train
 from sdk.core.errors import SDKError
 from sdk.core.redaction import redact
 from sdk.core.version import __version__
@@ -18,7 +18,7 @@ from sdk.core.version import __version__
 __all__ = ["build_parser", "main"]
 
 # One module per sub-command, each with ``register(subparsers)``; heavy imports stay inside handlers.
-_COMMANDS = (sync, search, encode, eval, export, train, feedback, learn, models, collections)
+_COMMANDS = (sync, search, encode, eval, export, train, feedback, learn, models, collections, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,3 +60,41 @@ def test_the_evaluator_refuses_a_negative_max_queries() -> None:
 
     with pytest.raises(InputError, match="max_queries"):
         RetrievalEvaluator(BeirDataset(corpus={}, queries={"q": "x"}, qrels={}), max_queries=-1)
+
+
+def _complete(tmp_path, words: list[str]) -> list[str]:
+    """Run the generated bash completion for ``words`` (the last one is being typed) in a real bash."""
+    import shlex
+    import subprocess
+
+    from sdk.cli.completion import bash_script
+
+    script = tmp_path / "sdk-completion.bash"
+    script.write_text(bash_script(build_parser()), encoding="utf8")
+    line = (f"source {shlex.quote(str(script))}; COMP_WORDS=({' '.join(shlex.quote(w) for w in words)}); "
+            f"COMP_CWORD={len(words) - 1}; _sdk_complete; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+    done = subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True, check=True)
+    return [w for w in done.stdout.splitlines() if w]
+
+
+def test_completion_offers_commands_sub_commands_options_and_files(tmp_path) -> None:
+    offered = _complete(tmp_path, ["sdk", "sy"])
+    assert "sync" in offered and all(w.startswith("sy") for w in offered)
+    assert sorted(_complete(tmp_path, ["sdk", "collections", ""])) == ["describe", "drop", "list"]
+    assert "--collection" in _complete(tmp_path, ["sdk", "--debug", "sync", "./notes", "--col"])
+    assert "--mode" in _complete(tmp_path, ["sdk", "eval", "--"])
+    (tmp_path / "corpus.jsonl").write_text("{}\n", encoding="utf8")
+    assert _complete(tmp_path, ["sdk", "encode", "--calibration", "corp"]) == ["corpus.jsonl"]
+
+
+def test_completion_names_are_plain_words_and_zsh_loads_bashcompinit(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    from sdk.cli.completion import completion_table
+
+    for path, entry in completion_table(build_parser()).items():
+        for word in [*path.split(), *entry["commands"], *entry["options"]]:
+            assert re.fullmatch(r"-{0,2}[A-Za-z0-9][A-Za-z0-9_-]*", word), word
+    assert main(["completion", "zsh"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("autoload -U +X bashcompinit") and "complete -o filenames -F _sdk_complete sdk" in out
