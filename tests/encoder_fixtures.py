@@ -21,6 +21,17 @@ _WORDS = (
 ).split()
 
 
+#: texts the graph-backend tests (ONNX, OpenVINO) compare against torch: a 1-token one, a long one, repeats
+BACKEND_TEXTS = [
+    "how do i install a python package",
+    "a",
+    "the debian package database can search vector data by query, and the user can list which file is new",
+    "what is a tuple",
+    "encode text with the model",
+    "error: value not set",
+] * 3
+
+
 def data_root() -> Path:
     """The BEIR datasets: $SDK_DATA_DIR, else ../shared/data beside the repository."""
     return Path(os.environ.get("SDK_DATA_DIR", REPO.parent / "shared" / "data")).resolve()

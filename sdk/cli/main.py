@@ -10,7 +10,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sdk.cli import collections, completion, encode, eval, export, feedback, learn, models, search, sync, train
+from sdk.cli import (
+    collections,
+    completion,
+    encode,
+    eval,
+    export,
+    feedback,
+    learn,
+    models,
+    search,
+    sync,
+    train,
+)
 from sdk.core.errors import SDKError
 from sdk.core.redaction import redact
 from sdk.core.version import __version__

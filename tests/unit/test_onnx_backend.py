@@ -21,17 +21,10 @@ from sdk.encoders.cross_encoder import CrossEncoder
 from sdk.encoders.dense import DenseEncoder
 from sdk.encoders.modules import Router, SparseStaticEmbedding, SpladePooling
 from sdk.encoders.sparse import SparseEncoder
-from tests.encoder_fixtures import build_tiny_cross_encoder, build_tiny_mlm, tiny_tokenizer
+from tests.encoder_fixtures import BACKEND_TEXTS, build_tiny_cross_encoder, build_tiny_mlm, tiny_tokenizer
 
 ATOL = 1e-4
-TEXTS = [
-    "how do i install a python package",
-    "a",
-    "the debian package database can search vector data by query, and the user can list which file is new",
-    "what is a tuple",
-    "encode text with the model",
-    "error: value not set",
-] * 3
+TEXTS = BACKEND_TEXTS
 
 
 def _copy(src: Path, tmp_path: Path, name: str = "model") -> Path:

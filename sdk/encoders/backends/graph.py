@@ -141,9 +141,16 @@ class GraphOutput(tuple):
 class GraphModel(nn.Module):
     """Runs a compiled graph file behind a transformers model's call signature.
 
-    Subclasses open the runtime's session lazily (``_open``: sets ``_inputs`` and ``_output``)
-    and run one feed (``_run``). The torch model is kept (unregistered, on CPU) so ``save``
-    still writes the full-precision weights beside the graph, and a pool worker can re-export.
+    Subclasses open the runtime's session lazily (``_open(threads)``: sets ``_inputs`` and
+    ``_output``) and run one feed on a session (``_run``). The torch model is kept (unregistered,
+    on CPU) so ``save`` still writes the full-precision weights beside the graph, and a pool
+    worker can re-export.
+
+    Threads follow torch's per-thread setting at call time, as the torch backend does: the
+    encoders lower it to one thread for a query-sized batch (``SMALL_BATCH_TOKENS``), so such a
+    feed runs on a second, single-threaded session, opened on first use. A runtime's thread pool
+    is fixed when its session opens, and a 2-thread pool's hand-offs cost more than a short
+    query's whole forward pass (and a spinning worker takes the core the database needs next).
     """
 
     #: the folder name the backend's files live under inside a model folder
@@ -158,6 +165,8 @@ class GraphModel(nn.Module):
         self.config = torch_model.config
         self.name_or_path = getattr(torch_model, "name_or_path", "")
         self._session: Any = None
+        self._session_threads = 0
+        self._narrow: dict[int, Any] = {}  # thread count -> a session with fewer threads than the main one
         self._inputs: list[str] = []
         self._output = ""
         self.session  # noqa: B018  (fail now, not at the first encode, on a broken file)
@@ -165,13 +174,29 @@ class GraphModel(nn.Module):
     @property
     def session(self) -> Any:
         if self._session is None:
-            self._session = self._open()
+            self._session_threads = self.threads or torch.get_num_threads()
+            self._session = self._open(self._session_threads)
         return self._session
 
-    def _open(self) -> Any:  # pragma: no cover - abstract
+    def session_for_call(self) -> Any:
+        """The main session, or one with fewer threads when the caller's torch setting asks for fewer."""
+        main = self.session
+        wanted = torch.get_num_threads()
+        if wanted >= self._session_threads or not self.narrow_sessions:
+            return main
+        session = self._narrow.get(wanted)
+        if session is None:
+            session = self._narrow[wanted] = self._open(wanted)
+        return session
+
+    #: whether a call asking for fewer threads gets a session of its own (off where the device has no
+    #: CPU thread pool to size)
+    narrow_sessions = True
+
+    def _open(self, threads: int) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
+    def _run(self, session: Any, feed: dict[str, np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, input_ids: torch.Tensor, **inputs: Any) -> GraphOutput:
@@ -185,7 +210,7 @@ class GraphModel(nn.Module):
                                      "which the tokenizer did not give")
                 value = torch.zeros_like(input_ids)
             feed[name] = value.detach().cpu().numpy().astype(np.int64, copy=False)
-        return GraphOutput((torch.from_numpy(self._run(feed)).to(input_ids.device),))
+        return GraphOutput((torch.from_numpy(self._run(self.session_for_call(), feed)).to(input_ids.device),))
 
     def get_output_embeddings(self) -> None:
         return None
@@ -224,6 +249,7 @@ class GraphModel(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_session"] = None  # sessions do not pickle; workers open their own
+        state["_narrow"] = {}
         return state
 
     def extra_repr(self) -> str:

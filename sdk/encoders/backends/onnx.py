@@ -309,12 +309,16 @@ class OrtModel(GraphModel):
         self.providers = providers
         super().__init__(path, torch_model, threads)
 
-    def _open(self) -> Any:
+    @property
+    def narrow_sessions(self) -> bool:  # type: ignore[override]
+        return all(p == "CPUExecutionProvider" for p in self.providers or ())
+
+    def _open(self, threads: int) -> Any:
         ort = _ort()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # torch's thread count by default: one knob (torch.set_num_threads / OMP_NUM_THREADS) for both
-        options.intra_op_num_threads = self.threads or torch.get_num_threads()
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         providers = list(self.providers or ["CPUExecutionProvider"])
         try:
@@ -326,8 +330,8 @@ class OrtModel(GraphModel):
         self._output = next((n for n in OUTPUT_NAMES if n in outputs), outputs[0])
         return session
 
-    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run([self._output], feed)[0]
+    def _run(self, session: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return session.run([self._output], feed)[0]
 
     def shipped_companions(self) -> Iterator[Path]:
         if self.path.name != ONNX_FILE and (self.path.parent / ONNX_FILE).is_file():

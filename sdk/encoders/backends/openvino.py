@@ -265,10 +265,10 @@ class OvModel(GraphModel):
         self._local = threading.local()
         super().__init__(path, torch_model, threads)
 
-    def _open(self) -> Any:
+    def _open(self, threads: int) -> Any:
         ov = _ov()
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-                                  "INFERENCE_NUM_THREADS": self.threads or torch.get_num_threads()}
+                                  "INFERENCE_NUM_THREADS": threads}
         config.update(self.ov_config)
         if self.ov_device != "CPU":
             config.pop("INFERENCE_NUM_THREADS", None)
@@ -279,13 +279,19 @@ class OvModel(GraphModel):
         self._inputs = [p.get_any_name() for p in compiled.inputs]
         outputs = [o.get_any_name() for o in compiled.outputs]
         self._output = next((n for n in OUTPUT_NAMES if n in outputs), outputs[0])
-        self._local = threading.local()
         return compiled
 
-    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        request = getattr(self._local, "request", None)
+    @property
+    def narrow_sessions(self) -> bool:  # type: ignore[override]
+        return self.ov_device == "CPU"
+
+    def _run(self, session: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        request = requests.get(id(session))
         if request is None:
-            request = self._local.request = self.session.create_infer_request()
+            request = requests[id(session)] = session.create_infer_request()
         request.infer(feed)
         return np.array(request.get_tensor(self._output).data, copy=True)
 
