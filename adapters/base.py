@@ -316,8 +316,25 @@ class Adapter(abc.ABC):
         return self._call(f"dropping {collection!r}", lambda: self._drop(collection))
 
     def create_alias(self, alias: str, collection: str) -> None:
-        """Point a new alias at ``collection`` (queries may then use the alias as a name)."""
-        self._alias_op("creating", alias, collection, self._create_alias)
+        """Point a new alias at ``collection`` (queries may then use the alias as a name).
+
+        Idempotent: an alias that already resolves to ``collection`` is success, so a retried call
+        whose first answer was lost (the alias was made, the reply never came) does not fail. An
+        alias that resolves elsewhere is refused; ``switch_alias`` re-points it.
+        """
+        try:
+            self._alias_op("creating", alias, collection, self._create_alias)
+        except InputError:
+            if not self._resolves_to(alias, collection):
+                raise
+
+    def _resolves_to(self, alias: str, collection: str) -> bool:
+        """Whether ``alias`` is an alias (not a collection of that name) already resolving to ``collection``."""
+        try:
+            target = self._spec_of(alias).name
+            return target != alias and target == self._spec_of(collection).name
+        except SDKError:
+            return False
 
     def switch_alias(self, alias: str, collection: str) -> None:
         """Atomically re-point ``alias`` (created if absent) at ``collection``: blue/green re-indexing."""

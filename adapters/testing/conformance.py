@@ -522,6 +522,7 @@ class AdapterConformance:
         db.upsert(blue, make_records(10, sparse=self.sparse_ok(caps)))
         db.upsert(green, make_records(20, seed=99, sparse=self.sparse_ok(caps)))
         db.create_alias(alias, blue)
+        db.create_alias(alias, blue)  # idempotent: a retry whose first answer was lost succeeds
         assert db.count(alias) == 10
         assert db.describe(alias).name == blue
         q = HybridQuery(dense=_query_vector("float32", DIM, 5), limit=3)
@@ -529,6 +530,10 @@ class AdapterConformance:
         db.switch_alias(alias, green)
         assert db.count(alias) == 20
         assert [h.id for h in db.query(alias, q)] == [h.id for h in db.query(green, q)]
+        with pytest.raises(InputError, match="already exists"):
+            db.create_alias(alias, blue)  # pointing elsewhere: refused, switch_alias moves it
+        with pytest.raises(InputError):
+            db.create_alias(blue, green)  # a collection's name is not an alias to re-use
         assert db.delete_alias(alias) is True
         with pytest.raises(CollectionNotFoundError):
             db.count(alias)
