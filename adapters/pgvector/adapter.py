@@ -42,7 +42,7 @@ from adapters.steps import Steps, run_steps
 from sdk.core.errors import AdapterError, ConfigError, InputError, SDKError
 from sdk.core.similarity import distance_to_score
 from sdk.core.types import Filter, FusionMethod, Hit, SparseVector
-from sdk.core.urls import parse_url
+from sdk.core.urls import parse_url, pg_adapter_options
 
 __all__ = ["PGVECTOR_CAPABILITIES", "PgvectorAdapter"]
 
@@ -139,8 +139,11 @@ class PgvectorAdapter(Adapter):
     @classmethod
     def from_url(cls, url: str) -> PgvectorAdapter:
         """``postgresql://USER[:PASSWORD]@HOST:PORT/DB`` (any libpq URL; ``?sslmode=require`` or
-        ``?tls=true`` for TLS; PGPASSWORD and ~/.pgpass as in psql): used by ``adapters.connect``."""
-        return cls(url)
+        ``?tls=true`` for TLS; PGPASSWORD and ~/.pgpass as in psql): used by ``adapters.connect``.
+
+        ``?pool_min_size=``, ``?pool_max_size=``, ``?pool_timeout=`` and ``?call_timeout=`` (seconds, or
+        ``none``) set the keywords of the same names, so a served URL can size the pool."""
+        return cls(url, **pg_adapter_options(parse_url(url)))  # type: ignore[arg-type]
 
     # ---- connection ------------------------------------------------------------------------
     @property

@@ -37,7 +37,8 @@ from urllib.parse import unquote, urlsplit
 from sdk.core.errors import ConfigError
 from sdk.core.redaction import redact, remember_secret
 
-__all__ = ["DatabaseURL", "ENGINES", "Engine", "parse_bool", "parse_url", "redact"]
+__all__ = ["DatabaseURL", "ENGINES", "Engine", "PG_ADAPTER_OPTIONS", "parse_bool", "parse_url", "pg_adapter_options",
+           "redact"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _TLS_OPTIONS = ("tls", "https")  # "https" is the older Qdrant spelling, kept working
 _SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+#: PostgreSQL URL options the SDK reads itself (the adapter's pool and deadline), never passed to libpq
+PG_ADAPTER_OPTIONS = ("pool_min_size", "pool_max_size", "pool_timeout", "call_timeout")
 _SSLMODE_SECURE = frozenset({"require", "verify-ca", "verify-full"})
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _SECRET_OPTION = re.compile(r"key|token|password|secret|auth", re.IGNORECASE)
@@ -136,10 +139,38 @@ class DatabaseURL:
             raise ConfigError(f"conninfo() is for PostgreSQL URLs, not {self.engine}")
         head, _, query = self.source.partition("?")
         query, _, fragment = query.partition("#")
-        kept = [item for item in query.split("&") if item and unquote(item.partition("=")[0]) not in _TLS_OPTIONS]
+        ours = (*_TLS_OPTIONS, *PG_ADAPTER_OPTIONS)
+        kept = [item for item in query.split("&") if item and unquote(item.partition("=")[0]) not in ours]
         if any(unquote(item.partition("=")[0]) in _TLS_OPTIONS for item in query.split("&")):
             kept.append(f"sslmode={'require' if self.tls else 'disable'}")
         return head + ("?" + "&".join(kept) if kept else "") + ("#" + fragment if fragment else "")
+
+
+def pg_adapter_options(url: DatabaseURL) -> dict[str, int | float | None]:
+    """The pgvector adapter's keywords given as URL options (``?pool_max_size=20&call_timeout=60``).
+
+    Sizes are whole numbers >= 1 (the adapter checks min <= max); timeouts are seconds > 0, and
+    ``call_timeout=none`` lifts the per-call deadline. A bad value names the option and the fix.
+    """
+    found: dict[str, int | float | None] = {}
+    for name in PG_ADAPTER_OPTIONS:
+        raw = url.options.get(name)
+        if raw is None:
+            continue
+        if name == "call_timeout" and raw.lower() == "none":
+            found[name] = None
+            continue
+        size = name.endswith("_size")
+        try:
+            value: int | float = int(raw) if size else float(raw)
+        except ValueError:
+            value = 0
+        if (size and value < 1) or (not size and not 0 < value < float("inf")):
+            kind = "a whole number >= 1" if size else "a number of seconds > 0"
+            extra = " (or none for no limit)" if name == "call_timeout" else ""
+            raise ConfigError(f"{name}={raw!r} in {url.redacted!r} must be {kind}{extra}")
+        found[name] = value
+    return found
 
 
 def parse_bool(name: str, value: str, *, fix: str = "") -> bool:

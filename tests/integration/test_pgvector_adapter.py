@@ -80,6 +80,20 @@ def test_connect_url_gives_pgvector(postgres_url: str) -> None:
         assert adapter.capabilities.name == "pgvector"
 
 
+def test_pool_options_in_the_url_size_the_pool(postgres_url: str) -> None:
+    sep = "&" if "?" in postgres_url else "?"
+    name = _name()
+    with connect(f"{postgres_url}{sep}pool_max_size=3&pool_timeout=4&call_timeout=5") as adapter:
+        assert (adapter.pool_max_size, adapter.pool_timeout, adapter.call_timeout) == (3, 4.0, 5.0)
+        adapter.ensure_collection(CollectionSpec(name, dense=(DenseField("dense", 4),)))
+        try:
+            adapter.upsert(name, make_records(5, dim=4, sparse=False))
+            assert adapter.count(name) == 5
+            assert adapter._pool.get_stats()["pool_max"] == 3
+        finally:
+            adapter.drop(name)
+
+
 # ---- injection ----------------------------------------------------------------------------------
 HOSTILE = 'x"; DROP TABLE _sdk_collections; --'
 

@@ -157,6 +157,21 @@ def test_postgres_leaves_libpq_its_own_settings() -> None:
     assert parse_url("postgresql://u@h/sdk?tls=false").conninfo() == "postgresql://u@h/sdk?sslmode=disable"
 
 
+def test_postgres_pool_options_are_the_adapters_and_never_reach_libpq() -> None:
+    from sdk.core.urls import pg_adapter_options
+
+    url = parse_url("postgresql://u:pw@h/sdk?pool_max_size=20&connect_timeout=3&pool_timeout=2.5&call_timeout=none")
+    assert pg_adapter_options(url) == {"pool_max_size": 20, "pool_timeout": 2.5, "call_timeout": None}
+    assert url.conninfo() == "postgresql://u:pw@h/sdk?connect_timeout=3"
+    assert pg_adapter_options(parse_url("postgresql://h/sdk?pool_min_size=2&call_timeout=60")) == \
+        {"pool_min_size": 2, "call_timeout": 60.0}
+    for bad in ("pool_max_size=0", "pool_max_size=2.5", "pool_timeout=-1", "pool_timeout=inf", "call_timeout=x",
+                "pool_min_size="):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]) as exc:
+            pg_adapter_options(parse_url(f"postgresql://u:s3cret@h/sdk?{bad}"))
+        assert "s3cret" not in str(exc.value)
+
+
 def test_secrets_sent_in_clear_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="sdk.core.urls"):
         parse_url("qdrant://:clear-key-1@db.example")
