@@ -62,7 +62,7 @@ from sdk.feedback.registry import Registry, ServingState
 from sdk.retrieval.fusion import aclient_fuse, client_fuse, native_fusion_gap, with_client_fusion
 from sdk.retrieval.learned import LearnedSettings, ModelCache, Serving
 
-__all__ = ["RetrievalPipeline", "SearchResult", "resolve_store"]
+__all__ = ["RetrievalPipeline", "SearchResult", "encode_documents", "resolve_store", "spec_encoder_id"]
 
 
 class SearchResult(list[Hit]):
@@ -80,6 +80,20 @@ class SearchResult(list[Hit]):
         self.timings: dict[str, float] = dict(timings or {})
         self.fusion = fusion
         self.search_id = search_id or new_search_id()
+
+
+def encode_documents(docs: Sequence[Document], dense_encoder: Any, sparse_encoder: Any, *, dense_field: str = "dense",
+                     sparse_field: str = "sparse", batch_size: int = 32) -> EncodedBatch:
+    """Dense and sparse vectors of ``docs`` (document prompts/routes), row-aligned: what a pipeline with
+    these encoders and field names writes (workers of a distributed sync call it without a store)."""
+    texts = [d.text for d in docs]
+    dense: dict[str, np.ndarray] = {}
+    sparse: dict[str, tuple[SparseVector, ...]] = {}
+    if dense_encoder is not None:
+        dense[dense_field] = np.asarray(dense_encoder.encode_document(texts, batch_size=batch_size))
+    if sparse_encoder is not None:
+        sparse[sparse_field] = tuple(sparse_encoder.encode_document(texts, batch_size=batch_size))
+    return EncodedBatch(tuple(docs), dense, sparse)
 
 
 def resolve_store(store: VectorStore | str) -> tuple[VectorStore, bool]:
@@ -137,6 +151,13 @@ def _encoder_parts(encoder: str | None) -> dict[str, str]:
     """``"dense=A;sparse=B"`` (what ``collection_spec`` stores) as ``{"dense": "A", "sparse": "B"}``."""
     parts = (p.partition("=") for p in (encoder or "").split(";"))
     return {k: v for k, sep, v in parts if sep and k in ("dense", "sparse")}
+
+
+def spec_encoder_id(dense_encoder: Any, sparse_encoder: Any) -> str:
+    """``"dense=A;sparse=B"``: what a collection built by these encoders stores as ``CollectionSpec.encoder``."""
+    names = [f"dense={encoder_id(dense_encoder)}" if dense_encoder is not None else "",
+             f"sparse={encoder_id(sparse_encoder)}" if sparse_encoder is not None else ""]
+    return ";".join(n for n in names if n)
 
 
 def encoder_id(encoder: Any) -> str:
@@ -430,23 +451,16 @@ class RetrievalPipeline:
             dim = int(self.dense_encoder.get_sentence_embedding_dimension())
             dense = (DenseField(self.dense_field, dim, _similarity(self.dense_encoder)),)
         sparse = (SparseField(self.sparse_field),) if self.sparse_encoder is not None else ()
-        names = [f"dense={encoder_id(self.dense_encoder)}" if self.dense_encoder is not None else "",
-                 f"sparse={encoder_id(self.sparse_encoder)}" if self.sparse_encoder is not None else ""]
         if not dense and not sparse:
             raise ConfigError("a text-only pipeline cannot create a collection: the store needs a vector field")
-        return CollectionSpec(self.target, dense, sparse, self.payload, ";".join(n for n in names if n))
+        return CollectionSpec(self.target, dense, sparse, self.payload,
+                              spec_encoder_id(self.dense_encoder, self.sparse_encoder))
 
     # ---- writing ----------------------------------------------------------------------------
     def encode_documents(self, docs: Sequence[Document]) -> EncodedBatch:
         """Dense and sparse vectors of ``docs`` (document prompts/routes), row-aligned."""
-        texts = [d.text for d in docs]
-        dense: dict[str, np.ndarray] = {}
-        sparse: dict[str, tuple[SparseVector, ...]] = {}
-        if self.dense_encoder is not None:
-            dense[self.dense_field] = np.asarray(self.dense_encoder.encode_document(texts, batch_size=self.batch_size))
-        if self.sparse_encoder is not None:
-            sparse[self.sparse_field] = tuple(self.sparse_encoder.encode_document(texts, batch_size=self.batch_size))
-        return EncodedBatch(tuple(docs), dense, sparse)
+        return encode_documents(docs, self.dense_encoder, self.sparse_encoder, dense_field=self.dense_field,
+                                sparse_field=self.sparse_field, batch_size=self.batch_size)
 
     def add_documents(self, docs: Iterable[Document | Mapping[str, Any]], *, chunk_size: int = 256,
                       progress: bool | None = None) -> int:

@@ -113,16 +113,30 @@ def _syncer(adapter: VectorStore, collection: str, book: Ledger, dense: Any, spa
 
 def sync(source: Source | str | os.PathLike[str], store: VectorStore | str, collection: str, *,
          dense: Any = None, sparse: Any = None, ledger: Ledger | str | None = None, device: str | None = None,
-         backend: str = "torch", **options: Any) -> SyncReport:
+         backend: str = "torch", engine: str = "local", ray: Mapping[str, Any] | Any = None,
+         **options: Any) -> SyncReport:
     """Make ``collection`` equal to ``source``; ``options`` go to ``Syncer`` (chunk_tokens, chunk_overlap,
     keep, batch_size, allow_mass_delete, progress, stage). ``backend`` runs the encoders loaded by name
     (``"auto"``: the fastest this CPU measured; see ``sdk.encoders.backends.auto``).
 
     ``stage=True`` builds the version for new encoder or chunking settings without switching the alias
     (``status(...)["staged"]`` names it); a later run without ``stage`` and with the same settings
-    promotes it (catches it up with the source, then switches), ``discard_staged`` drops it."""
+    promotes it (catches it up with the source, then switches), ``discard_staged`` drops it.
+
+    ``engine="ray"`` reads, chunks and encodes on a Ray cluster (``sdk.sync.ray_engine``; the ``ray``
+    extra) with the same ledger and results; ``ray`` holds its options (``address``, ``encoder_actors``,
+    ``gpus_per_actor``, ...: ``RayOptions``)."""
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if ray is not None and engine != "ray":
+        raise ConfigError("ray options were given but engine is 'local'; pass engine='ray' as well")
     src = open_source(source)
     with _opened(store, collection, ledger) as (adapter, book):
+        if engine == "ray":
+            from sdk.sync.ray_engine import ray_syncer
+
+            url = store if isinstance(store, str) else None
+            return ray_syncer(adapter, collection, book, dense, sparse, device, backend, url, ray, **options).run(src)
         return _syncer(adapter, collection, book, dense, sparse, device, backend, **options).run(src)
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,12 +58,12 @@ from sdk.core.progress import progress_bar
 from sdk.core.spec import CollectionSpec
 from sdk.core.store import VectorStore
 from sdk.core.types import Document, EncodedBatch, Record
-from sdk.retrieval.pipeline import RetrievalPipeline
+from sdk.retrieval.pipeline import RetrievalPipeline, encode_documents
 from sdk.sync.chunking import Chunk, TokenChunker
 from sdk.sync.ledger import Ledger, now
 from sdk.sync.sources import FolderSource, ImageDocument, Source
 
-__all__ = ["SyncReport", "Syncer", "VerifyReport", "discard_staged"]
+__all__ = ["SyncReport", "Syncer", "VerifyReport", "chunk_fingerprint", "discard_staged", "encode_chunks"]
 
 DELETE_BATCH = 500
 ENCODE_WINDOW = 1024  # chunks per encoder call; writes still go batch_size at a time
@@ -268,14 +268,26 @@ class Syncer:
             return source.with_images(self.reads_images)
         return source
 
-    def _check_image(self, doc: ImageDocument, source: Source) -> None:
+    def _check_image(self, doc_id: str, source: Source) -> None:
         if not self.reads_images:
-            raise SyncError(f"{doc.id} in {source.name} is an image, and the dense encoder reads text only; sync "
+            raise SyncError(f"{doc_id} in {source.name} is an image, and the dense encoder reads text only; sync "
                             "with an image-text model (a CLIP folder such as clip-ViT-B-32), or leave images out "
                             "(FolderSource(..., images=False))")
         if self.pipeline.sparse_encoder is not None:
-            raise SyncError(f"{doc.id} in {source.name} is an image, and images have no sparse vector; sync this "
+            raise SyncError(f"{doc_id} in {source.name} is an image, and images have no sparse vector; sync this "
                             "source without a sparse encoder (sparse=False, or --no-sparse on the command line)")
+
+    def _fingerprinted(self, source: Source) -> Iterator[tuple[str, bool, list[tuple[Any, str, str]]]]:
+        """Per source document, in order: (id, whether it is an image, [(what ``_write`` encodes, chunk id,
+        chunk fingerprint)]). Here the chunks themselves; the Ray engine chunks on its workers and
+        hands back ids (``sdk.sync.ray_engine``)."""
+        for doc, chunks in self.chunker.chunk_many(source):
+            yield doc.id, isinstance(doc, ImageDocument), [(c, c.id, self.fingerprint(c)) for c in chunks]
+
+    def fingerprint(self, chunk: Chunk) -> str:
+        """What the ledger compares: the chunk's content and stored metadata under these encoder and chunker
+        settings (a pending row's empty fingerprint matches none)."""
+        return chunk_fingerprint(chunk, self._want_digest)
 
     def _scan(self, source: Source) -> _Plan:
         started = time.perf_counter()
@@ -287,27 +299,26 @@ class Syncer:
         known_docs = self.ledger.documents(physical)
         report = SyncReport(source.name, physical, self.name if self.aliases else None, self.encoder,
                             reindex=build and bool(self.ledger.get("live")), staged=physical if self.stage else None)
-        writes: list[tuple[Chunk, str]] = []
+        writes: list[tuple[Any, str]] = []
         seen: set[str] = set()
         documents: dict[str, tuple[str, int]] = {}
-        for doc, chunks in self.chunker.chunk_many(source):  # a SourceError aborts before anything is deleted
-            if doc.id in documents:
-                raise SyncError(f"document id {doc.id!r} appears twice in {source.name}; ids must be unique")
-            if isinstance(doc, ImageDocument):
-                self._check_image(doc, source)
+        for doc_id, image, chunks in self._fingerprinted(source):  # a SourceError aborts before anything is deleted
+            if doc_id in documents:
+                raise SyncError(f"document id {doc_id!r} appears twice in {source.name}; ids must be unique")
+            if image:
+                self._check_image(doc_id, source)
             fps = []
-            for chunk in chunks:
-                fp = _digest(chunk.content_hash, chunk.metadata, self._want_digest)
+            for item, chunk_id, fp in chunks:
                 fps.append(fp)
-                seen.add(chunk.id)
-                if existing.get(chunk.id, ("", "", ""))[2] != fp:
-                    writes.append((chunk, fp))
+                seen.add(chunk_id)
+                if existing.get(chunk_id, ("", "", ""))[2] != fp:
+                    writes.append((item, fp))
             doc_fp = _digest(fps)
-            documents[doc.id] = (doc_fp, len(chunks))
-            before = known_docs.get(doc.id)
+            documents[doc_id] = (doc_fp, len(chunks))
+            before = known_docs.get(doc_id)
             if before is None:
                 report.added += 1
-            elif before[1] != doc_fp or any(c.id not in existing for c in chunks):
+            elif before[1] != doc_fp or any(chunk_id not in existing for _, chunk_id, _ in chunks):
                 report.updated += 1
             else:
                 report.unchanged += 1
@@ -405,19 +416,19 @@ class Syncer:
                     bar.update(len(batch))
         finally:
             bar.close()
+        self._record_documents(plan, physical, source)
+
+    def _record_documents(self, plan: _Plan, physical: str, source: str) -> None:
+        """After every chunk is written: the documents' rows (only those that changed)."""
         known = plan.known_documents
         self.ledger.put_documents(physical, [(d, source, fp, n) for d, (fp, n) in plan.documents.items()
                                              if known.get(d) != (source, fp, n)])
 
     def _encode(self, chunks: list[Chunk]) -> list[Record]:
         """The records of ``chunks``, encoded as searches will encode (the pipeline's document side)."""
-        docs = [Document(c.id, c.text, dict(c.metadata)) for c in chunks]
-        if not any(c.image for c in chunks):
-            return self.pipeline.encode_documents(docs).records()
-        # Images (dense only: the scan refused a sparse encoder) and texts in one call, in their order.
-        inputs = [Path(c.image) if c.image else c.text for c in chunks]
-        vectors = self.pipeline.dense_encoder.encode_document(inputs, batch_size=self.pipeline.batch_size)
-        return EncodedBatch(tuple(docs), {self.pipeline.dense_field: np.asarray(vectors)}).records()
+        p = self.pipeline
+        return encode_chunks(chunks, p.dense_encoder, p.sparse_encoder, dense_field=p.dense_field,
+                             sparse_field=p.sparse_field, batch_size=p.batch_size)
 
     def _delete(self, plan: _Plan, physical: str) -> None:
         for start in range(0, len(plan.stale_chunks), DELETE_BATCH):
@@ -455,6 +466,25 @@ class Syncer:
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
         return verify(self.ledger, self.store, self.name, repair=repair)
+
+
+def chunk_fingerprint(chunk: Chunk, settings_digest: str) -> str:
+    """The ledger fingerprint of ``chunk`` under the run's settings (``settings_digest``: encoder + chunker)."""
+    return _digest(chunk.content_hash, chunk.metadata, settings_digest)
+
+
+def encode_chunks(chunks: Sequence[Chunk], dense: Any, sparse: Any, *, dense_field: str = "dense",
+                  sparse_field: str = "sparse", batch_size: int = 32) -> list[Record]:
+    """The records of ``chunks``, encoded as a pipeline with these encoders and fields searches (its
+    document side)."""
+    docs = [Document(c.id, c.text, dict(c.metadata)) for c in chunks]
+    if not any(c.image for c in chunks):
+        return encode_documents(docs, dense, sparse, dense_field=dense_field, sparse_field=sparse_field,
+                                batch_size=batch_size).records()
+    # Images (dense only: the scan refused a sparse encoder) and texts in one call, in their order.
+    inputs = [Path(c.image) if c.image else c.text for c in chunks]
+    vectors = dense.encode_document(inputs, batch_size=batch_size)
+    return EncodedBatch(tuple(docs), {dense_field: np.asarray(vectors)}).records()
 
 
 def _version(record: Mapping[str, Any]) -> dict[str, Any]:

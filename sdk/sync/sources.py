@@ -26,7 +26,7 @@ from sdk.core.types import Document
 
 __all__ = [
     "IMAGE_SUFFIXES", "CsvSource", "FolderSource", "ImageDocument", "JsonlSource", "Source", "html_to_text",
-    "open_source", "sample_corpus",
+    "open_source", "partitions", "sample_corpus",
 ]
 
 DEFAULT_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".rst", ".html", ".htm")
@@ -482,3 +482,76 @@ def _allow_long_fields() -> None:
     limit = 2**31 - 1
     if csv.field_size_limit() < limit:
         csv.field_size_limit(limit)
+
+
+# ---- partitions: a source read in pieces by several workers (sdk.sync.ray_engine) ----------------
+
+
+class _FolderPart:
+    """Some files of a ``FolderSource``, read exactly as the whole folder reads them."""
+
+    def __init__(self, source: FolderSource, files: list[tuple[str, str]]) -> None:
+        self.source, self.files = source, files
+
+    def __iter__(self) -> Iterator[Document]:
+        for rel, file in self.files:
+            yield self.source._read(rel, Path(file))
+
+
+class _JsonlPart:
+    """The lines of a JSONL file that start in bytes ``[start, end)``; errors name the byte offset."""
+
+    def __init__(self, path: Path, start: int, end: int) -> None:
+        self.path, self.start, self.end = path, start, end
+
+    def __iter__(self) -> Iterator[Document]:
+        try:
+            fh = open(self.path, "rb")
+        except OSError as exc:
+            raise _open_error(self.path, exc) from exc
+        with fh:
+            offset = self.start
+            if offset:
+                fh.seek(offset - 1)
+                offset += len(fh.readline()) - 1  # a line begun before the range belongs to the previous part
+            while offset < self.end:
+                raw = fh.readline()
+                if not raw:
+                    break
+                where = f"{self.path} (line at byte {offset})"
+                at, offset = offset, offset + len(raw)
+                try:
+                    line = raw.decode("utf-8-sig" if at == 0 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise SourceError(f"{where}: not valid UTF-8 ({exc.reason}); save the file as UTF-8") from exc
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SourceError(
+                        f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object"
+                    ) from exc
+                yield JsonlSource._document(record, where)
+
+
+def partitions(source: Source, *, files_per_part: int = 256, bytes_per_part: int = 8 << 20) -> list[Iterable[Document]]:
+    """``source`` cut into pieces that iterate to the same documents, in order, when read one after another.
+
+    A folder is cut into groups of ``files_per_part`` files (listed here, read by whoever iterates a
+    piece); a JSONL file into byte ranges of about ``bytes_per_part`` (each line belongs to the range it
+    starts in). A CSV file (a quoted field may span lines) and any other source stay whole. Pieces pickle,
+    so workers on other machines can read them when the paths are shared. Ids repeated across pieces are
+    the reader's to catch (``Syncer`` does).
+    """
+    if isinstance(source, FolderSource):
+        files = [(rel, str(file)) for rel, file in source._files()]
+        return [_FolderPart(source, files[i:i + files_per_part]) for i in range(0, len(files), files_per_part)]
+    if isinstance(source, JsonlSource):
+        try:
+            size = source.path.stat().st_size
+        except OSError as exc:
+            raise _open_error(source.path, exc) from exc
+        return [_JsonlPart(source.path, start, min(start + bytes_per_part, size))
+                for start in range(0, max(size, 1), bytes_per_part)]
+    return [source]
