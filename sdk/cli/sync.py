@@ -1,6 +1,7 @@
 """``sdk sync``: keep a collection in step with a folder, JSONL or CSV file (and status, verify, rollback).
 
     sdk sync SOURCE --store URL --collection NAME [--plan] [--json] [--allow-mass-delete] ...
+    sdk sync SOURCE --store URL --collection NAME --engine ray [--address ADDR] [--encoder-actors N] [--gpus-per-actor G]
     sdk sync status   --store URL --collection NAME [--json]
     sdk sync verify   --store URL --collection NAME [--repair] [--json]
     sdk sync rollback --store URL --collection NAME
@@ -38,6 +39,8 @@ def register(sub: Any) -> None:
                               "  sdk sync ./notes --store qdrant+local:./kb --collection notes\n"
                               "  sdk sync corpus.jsonl --store postgresql://app@db/sdk --collection docs --plan\n"
                               "  sdk sync --sample --store milvus+lite:./kb.db --collection faq --no-sparse\n"
+                              "  sdk sync corpus.jsonl --store postgresql://app@db/sdk --collection docs --engine ray "
+                              "--address auto --encoder-actors 8 --gpus-per-actor 1\n"
                               "  sdk sync status --store qdrant+local:./kb --collection notes",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", nargs="?",
@@ -60,6 +63,15 @@ def register(sub: Any) -> None:
                    help="what runs the encoders: auto times each backend on this CPU once and keeps the fastest "
                         "within the quality bar (default: torch; the choice is part of the collection's encoder "
                         "fingerprint, and sdk search reuses it)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process; ray: read, chunk and encode on a Ray cluster (the ray extra), same "
+                        "ledger and result")
+    p.add_argument("--address", default=None, help="with --engine ray: the cluster (auto, ray://head:10001; "
+                                                   "default: a local Ray)")
+    p.add_argument("--encoder-actors", type=_positive, default=None,
+                   help="with --engine ray: encoder actors, each loading the models once (default: 1)")
+    p.add_argument("--gpus-per-actor", type=float, default=None,
+                   help="with --engine ray: GPUs per encoder actor, e.g. 1 or 0.5 (default: 0, CPU)")
     p.add_argument("--plan", action="store_true", help="only show what would change (writes nothing)")
     p.add_argument("--allow-mass-delete", action="store_true",
                    help="allow a run that deletes more than half of the collection's documents")
@@ -105,6 +117,16 @@ def rewrite_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value!r}")
+    return number
+
+
 def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     print(json.dumps(data, sort_keys=True, default=str) if args.json else text)
 
@@ -122,8 +144,14 @@ def run_sync(args: argparse.Namespace) -> int:
                "chunk_tokens": args.chunk_tokens,
                "chunk_overlap": args.chunk_overlap, "keep": args.keep, "batch_size": args.batch_size,
                "allow_mass_delete": args.allow_mass_delete, "progress": None if not args.json else False}
+    ray = {k: v for k, v in (("address", args.address), ("encoder_actors", args.encoder_actors),
+                             ("gpus_per_actor", args.gpus_per_actor)) if v is not None}
+    if ray and args.engine != "ray":
+        args.parser.error("--address, --encoder-actors and --gpus-per-actor need --engine ray")  # exits 2
     if args.plan:
         report = plan(source, args.store, args.collection, **options)
+    elif args.engine == "ray":
+        report = sync(source, args.store, args.collection, engine="ray", ray=ray, **options)
     else:
         report = sync(source, args.store, args.collection, **options)
     _print(args, report.to_dict(), report.summary())

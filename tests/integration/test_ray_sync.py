@@ -236,3 +236,67 @@ def test_a_killed_driver_resumes_to_the_exact_result(models: dict[str, str], tmp
     assert report.chunks_encoded >= pending_seen  # the pending rows were written again
     assert_same(read(env, 1), read(env, 0))
     assert not verify(urls[1], "kb", ledger=str(env["ledgers"][1])).drift
+
+
+def test_encode_dataset_adds_the_encoders_vectors_and_writes_parquet(models: dict[str, str], tmp_path: Path,
+                                                                    local_ray: str) -> None:
+    from sdk.encoders.dense import DenseEncoder
+    from sdk.encoders.ray_data import encode_dataset
+    from sdk.encoders.sparse import SparseEncoder
+
+    texts = [text(i, 5 + i % 9) for i in range(50)]
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)])
+    dense = encode_dataset(ds, models["dense"], actors=2, batch_size=8)
+    dense.write_parquet(str(tmp_path / "dense"))
+    back = ray.data.read_parquet(str(tmp_path / "dense")).to_pandas().sort_values("id")
+    expected = DenseEncoder(models["dense"], device="cpu").encode_document(texts)
+    assert np.abs(np.stack(back["embedding"].to_list()) - expected).max() <= 1e-5
+
+    rows = encode_dataset(ds, models["sparse"], kind="sparse", role="query", output="sp").take_all()
+    reference = SparseEncoder(models["sparse"], device="cpu").encode_query(texts)
+    for row in rows:
+        ref = reference[row["id"]]
+        assert list(row["sp_indices"]) == list(ref.indices)
+        assert np.abs(np.asarray(row["sp_values"]) - np.asarray(ref.values)).max() <= 1e-5
+
+
+def test_cli_sync_engine_ray_equals_the_local_cli_sync(models: dict[str, str], tmp_path: Path, local_ray: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from sdk.cli.main import main
+
+    source = corpus(tmp_path / "src", n=12)
+    env = {"urls": (f"qdrant+local:{tmp_path / 'ref'}", f"qdrant+local:{tmp_path / 'ray'}"), "names": ("kb", "kb")}
+    common = ["--collection", "kb", "--dense-model", models["dense"], "--sparse-model", models["sparse"],
+              "--chunk-tokens", str(CHUNK_TOKENS), "--json"]
+    assert main(["sync", str(source), "--store", env["urls"][0], "--ledger", str(tmp_path / "a.sqlite"), *common]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main(["sync", str(source), "--store", env["urls"][1], "--ledger", str(tmp_path / "b.sqlite"), *common,
+                 "--engine", "ray", "--encoder-actors", "1"]) == 0
+    on_ray = json.loads(capsys.readouterr().out)
+    assert (on_ray["added"], on_ray["chunks_written"]) == (local["added"], local["chunks_written"]) == (12, local["chunks_written"])
+    assert_same(read(env, 1), read(env, 0))
+
+
+def test_ray_options_and_engine_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdk.core.errors import ConfigError
+    from sdk.encoders.ray_data import encode_dataset
+    from sdk.sync.ray_engine import RayOptions
+
+    with pytest.raises(ConfigError, match="encoder_actors must be a positive integer"):
+        RayOptions(encoder_actors=0)
+    with pytest.raises(ConfigError, match="unknown ray option.*actors"):
+        RayOptions.of({"actors": 2})
+    with pytest.raises(ConfigError, match="needs a CPU or a GPU"):
+        RayOptions(cpus_per_actor=0)
+    with pytest.raises(ConfigError, match="engine must be 'local' or 'ray'"):
+        sync(tmp_path, "memory://", "kb", engine="spark")
+    with pytest.raises(ConfigError, match="pass engine='ray'"):
+        sync(tmp_path, "memory://", "kb", ray={"encoder_actors": 2})
+    with pytest.raises(ConfigError, match="kind must be"):
+        encode_dataset(None, "m", kind="colbert")
+    from sdk.core.errors import MissingDependencyError
+    from sdk.sync.ray_engine import ensure_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on an install without the ray extra
+    with pytest.raises(MissingDependencyError, match=r"retrieval-forge\[ray\]"):
+        ensure_ray()

@@ -98,3 +98,13 @@ def test_completion_names_are_plain_words_and_zsh_loads_bashcompinit(capsys: pyt
     assert main(["completion", "zsh"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("autoload -U +X bashcompinit") and "complete -o filenames -F _sdk_complete sdk" in out
+
+
+def test_ray_options_without_engine_ray_are_a_usage_error(tmp_path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["sync", str(tmp_path), "--store", "memory://", "--collection", "kb", "--encoder-actors", "2"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["sync", str(tmp_path), "--store", "memory://", "--collection", "kb", "--engine", "ray",
+              "--encoder-actors", "0"])
+    assert exc.value.code == 2
