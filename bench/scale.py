@@ -1,0 +1,277 @@
+"""The Ray sync's overhead on this machine, and a cost model fitted from measured per-chunk costs.
+
+    python bench/scale.py --docs 3000 --actors 1,2,4                     # debpkg slice, Qdrant local
+    python bench/scale.py --docs 3000 --store-url postgresql://postgres@127.0.0.1:5432/sdk
+
+Measured, in one process, on the same corpus (the first ``--docs`` debpkg documents) and encoder
+(all-MiniLM-L6-v2 by default, dense only, torch):
+
+  local sync        ``sdk.sync.sync`` (one process): wall time and chunks/s
+  ray sync, A=...   ``sync(..., engine="ray")`` with A encoder actors of ``--cpus-per-actor`` CPUs each,
+                    into a fresh collection each time; the Ray instance is started before the clock
+                    (a cluster is already running where this engine is used); actor start-up is timed
+  components        per chunk: scan (read + chunk + fingerprint), encode on one actor's threads,
+                    store ingest (upsert of ready records, per store), ledger (pending + commit rows)
+
+The model. A run is a scan followed by a pipeline whose rate is its slowest stage:
+
+    wall(chunks, A) = T0 + chunks * scan_s / P + chunks / min(A_eff * r_actor, r_store, r_ledger)
+    A_eff = min(A, cores / cpus_per_actor)
+
+The rates come from the components measured alone (``r_actor = 1 / encode_s`` on one actor's
+threads, ``r_store``, ``r_ledger``); ``T0`` (start-up: Ray tasks and actors importing and loading
+the model, first and last batches) is what the first two ``--actors`` runs leave unexplained, on
+average. The other runs are predicted and compared with what was measured (on 2 cores, A=4 actors
+of 1 CPU each is capped by the cores). The fitted model then
+predicts wall time, actor-hours and cost for 10^6, 10^7 and 10^8 documents on ``--cluster-actors``
+actors, naming the bottleneck at each size (encoder, database ingest, ledger). GPU actors enter
+with ``--gpu-chunks-per-s`` (measured on a lent GPU: ``bench/encode_gpu.py``); without it the
+GPU rows are not printed.
+
+One JSON line per measurement and prediction is appended to ``--out``
+(default ``bench/results/scale_<date>.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("SDK_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def write_corpus(path: Path, docs: int) -> int:
+    """The first ``docs`` debpkg documents as JSONL; returns how many."""
+    n = 0
+    with (DATA / "debpkg" / "corpus.jsonl").open(encoding="utf8") as src, path.open("w", encoding="utf8") as out:
+        for line in src:
+            if n >= docs:
+                break
+            out.write(line)
+            n += 1
+    return n
+
+
+def fresh_store(base: str, tag: str, work: Path) -> str:
+    """A store URL for one run: its own folder for embedded stores (a server URL is shared: names differ)."""
+    if base.startswith("qdrant+local:"):
+        return f"qdrant+local:{work / tag}"
+    if base.startswith("milvus+lite:"):
+        return f"milvus+lite:{work / (tag + '.db')}"
+    return base
+
+
+def timed_sync(source: Path, url: str, name: str, model: str, ledger: Path, **kw: Any) -> tuple[float, Any]:
+    from sdk.sync import sync
+
+    started = time.perf_counter()
+    report = sync(source, url, name, dense=model, sparse=False, ledger=str(ledger), progress=False, **kw)
+    return time.perf_counter() - started, report
+
+
+def components(source: Path, model: str, store_url: str, work: Path, threads: int) -> dict[str, float]:
+    """Per-chunk seconds of each stage, measured alone."""
+    import torch
+
+    from sdk.core.registry import connect
+    from sdk.encoders.dense import DenseEncoder
+    from sdk.retrieval.pipeline import RetrievalPipeline
+    from sdk.sync import Ledger
+    from sdk.sync.chunking import TokenChunker
+    from sdk.sync.engine import chunk_fingerprint, encode_chunks
+    from sdk.sync.sources import open_source
+
+    dense = DenseEncoder(model, device="cpu")
+    chunker = TokenChunker.from_encoder(dense)
+    started = time.perf_counter()
+    chunks = [c for _, cs in chunker.chunk_many(open_source(source)) for c in cs]
+    fps = [chunk_fingerprint(c, "bench") for c in chunks]
+    scan_s = (time.perf_counter() - started) / len(chunks)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        encode_chunks(chunks[:64], dense, None)  # warm-up
+        started = time.perf_counter()
+        records = encode_chunks(chunks, dense, None)
+        encode_s = (time.perf_counter() - started) / len(chunks)
+    finally:
+        torch.set_num_threads(previous)
+
+    url = fresh_store(store_url, "ingest", work)
+    with connect(url) as store:
+        name = f"ingest_{os.getpid()}"
+        spec = RetrievalPipeline(dense, None, store=store, collection=name, check_collection=False).collection_spec()
+        store.drop(name)
+        store.ensure_collection(spec)
+        started = time.perf_counter()
+        for at in range(0, len(records), 64):
+            store.upsert(name, records[at:at + 64], expect=spec)
+        store_s = (time.perf_counter() - started) / len(records)
+        store.drop(name)
+
+    with Ledger.open(str(work / "ledger-bench.sqlite"), key="bench") as book:
+        rows = [(c.id, c.document_id, "src", "") for c in chunks]
+        started = time.perf_counter()
+        for at in range(0, len(rows), 64):
+            book.put_chunks("v1", rows[at:at + 64])
+            book.put_chunks("v1", [(r[0], r[1], r[2], fp) for r, fp in zip(rows[at:at + 64], fps[at:at + 64],
+                                                                              strict=True)])
+        ledger_s = (time.perf_counter() - started) / len(rows)
+    return {"chunks": len(chunks), "scan_s": scan_s, "encode_s": encode_s, "store_s": store_s, "ledger_s": ledger_s}
+
+
+def fit(runs: list[dict[str, Any]], parts: dict[str, float], cores: int, cpus_per_actor: float,
+        server: bool) -> dict[str, float]:
+    """The model's rates from the measured per-chunk costs (one actor encodes at ``1 / encode_s``), and its
+    start-up ``T0`` from the first two Ray runs: the mean of what the rates leave unexplained."""
+    model = {"t0_s": 0.0, "r_actor": 1 / parts["encode_s"], "r_store": 1 / parts["store_s"],
+             "r_ledger": 1 / parts["ledger_s"], "scan_s": parts["scan_s"]}
+    residuals = [r["seconds"] - predict(model, r["chunks"], r["actors"], cores, cpus_per_actor, server=server)["seconds"]
+                 for r in runs[:2]]
+    model["t0_s"] = sum(residuals) / len(residuals)
+    return model
+
+
+def predict(model: dict[str, float], chunks: float, actors: int, cores: float, cpus_per_actor: float,
+            r_actor: float | None = None, server: bool = False, store_capacity: float | None = None) -> dict[str, Any]:
+    """Wall seconds of a run and its bottleneck. Ingest: one writer (the driver) for an embedded store;
+    for a server, every actor writes, up to ``store_capacity`` chunks/s (the server's limit)."""
+    effective = min(actors, cores / cpus_per_actor) if cpus_per_actor else actors
+    ingest = model["r_store"] * (effective if server else 1)
+    if server and store_capacity:
+        ingest = min(ingest, store_capacity)
+    rates = {"encoder": effective * (r_actor or model["r_actor"]), "database ingest": ingest,
+             "ledger": model["r_ledger"]}
+    bottleneck = min(rates, key=rates.get)  # type: ignore[arg-type]
+    seconds = model["t0_s"] + chunks * model["scan_s"] / max(1.0, cores) + chunks / rates[bottleneck]
+    return {"seconds": seconds, "bottleneck": bottleneck, "rates": {k: round(v, 1) for k, v in rates.items()}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", type=int, default=3000, help="debpkg documents to sync")
+    p.add_argument("--model", default=None, help="dense model (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--store-url", default="qdrant+local:", help="store URL (qdrant+local: gets a folder per run)")
+    p.add_argument("--actors", default="1,2,4", help="encoder actor counts to time (the first two are fitted)")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0)
+    p.add_argument("--cluster-actors", default="8,64,512", help="actor counts of the predictions")
+    p.add_argument("--cluster-cores-per-actor", type=float, default=None,
+                   help="cores behind each predicted actor (default: --cpus-per-actor)")
+    p.add_argument("--gpu-chunks-per-s", type=float, default=None, help="one GPU actor's measured rate, if any")
+    p.add_argument("--store-capacity", type=float, default=20000.0,
+                   help="chunks/s a database server cluster ingests at most (an assumption for the predictions; "
+                        "printed with them)")
+    p.add_argument("--cpu-hour-usd", type=float, default=0.04, help="price of one vCPU-hour (assumption, printed)")
+    p.add_argument("--gpu-hour-usd", type=float, default=2.50, help="price of one GPU-hour (assumption, printed)")
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / f"scale_{time.strftime('%Y-%m-%d')}.jsonl"))
+    args = p.parse_args()
+
+    import ray
+    import torch
+
+    from sdk.encoders.loading import default_dense_model
+    from sdk.sync.ray_engine import ensure_ray, server_store
+
+    model = args.model or str(default_dense_model())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
+    source = work / "corpus.jsonl"
+    docs = write_corpus(source, args.docs)
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": cores, "torch": torch.__version__,
+               "ray": ray.__version__, "load": os.getloadavg()[0]}
+    rows: list[dict[str, Any]] = []
+
+    def emit(row: dict[str, Any]) -> None:
+        row = {**row, "docs": docs, "model": Path(model).name, "store": args.store_url.split(":")[0],
+               "machine": machine, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    log(f"{docs} debpkg documents, {cores} cores, store {args.store_url}")
+    seconds, report = timed_sync(source, fresh_store(args.store_url, "local", work), "local_kb", model,
+                                 work / "local.sqlite")
+    chunks = report.chunks_total
+    emit({"run": "local", "actors": 0, "seconds": round(seconds, 2), "chunks": chunks,
+          "chunks_per_s": round(chunks / seconds, 1)})
+    local_rate = chunks / seconds
+
+    started = time.perf_counter()
+    if not ray.is_initialized():
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ensure_ray(None)
+    emit({"run": "ray_init", "seconds": round(time.perf_counter() - started, 2)})
+    ray_runs = []
+    for actors in [int(a) for a in args.actors.split(",")]:
+        url = fresh_store(args.store_url, f"ray{actors}", work)
+        seconds, report = timed_sync(source, url, f"ray_kb_{actors}", model, work / f"ray{actors}.sqlite",
+                                     engine="ray", ray={"encoder_actors": actors,
+                                                        "cpus_per_actor": args.cpus_per_actor})
+        if report.chunks_total != chunks:
+            raise SystemExit(f"ray run with {actors} actors holds {report.chunks_total} chunks, local {chunks}")
+        run = {"run": "ray", "actors": actors, "cpus_per_actor": args.cpus_per_actor, "seconds": round(seconds, 2),
+               "chunks": chunks, "chunks_per_s": round(chunks / seconds, 1),
+               "overhead_vs_local": round(seconds / (chunks / local_rate) - 1, 3)}
+        ray_runs.append(run)
+        emit(run)
+
+    parts = components(source, model, args.store_url, work, max(1, int(args.cpus_per_actor)))
+    emit({"run": "components", **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in parts.items()}})
+    server = server_store(args.store_url)
+    fitted = fit(ray_runs, parts, cores, args.cpus_per_actor, server)
+    emit({"run": "fit", **{k: round(v, 4) for k, v in fitted.items()},
+          "fitted_from": [r["actors"] for r in ray_runs[:2]]})
+    for run in ray_runs[2:]:
+        guess = predict(fitted, chunks, run["actors"], cores, args.cpus_per_actor, server=server)
+        emit({"run": "validate", "actors": run["actors"], "predicted_s": round(guess["seconds"], 2),
+              "measured_s": run["seconds"], "error": round(guess["seconds"] / run["seconds"] - 1, 3),
+              "bottleneck": guess["bottleneck"]})
+
+    per_doc = chunks / docs
+    cluster_cores = args.cluster_cores_per_actor or args.cpus_per_actor
+    kinds = [("cpu", None, cluster_cores, args.cpu_hour_usd * cluster_cores)]
+    if args.gpu_chunks_per_s:
+        kinds.append(("gpu", args.gpu_chunks_per_s, 0.0, args.gpu_hour_usd))
+    # One actor of the cluster encodes as fast as one measured here per core it is given.
+    for kind, gpu_rate, cpus, hourly in kinds:
+        for total in (10**6, 10**7, 10**8):
+            for actors in [int(a) for a in args.cluster_actors.split(",")]:
+                rate = gpu_rate or fitted["r_actor"] * cpus / max(args.cpus_per_actor, 1e-9)
+                guess = predict(fitted, total * per_doc, actors, actors * max(cpus, 1.0),
+                                max(cpus, 1e-9) if kind == "cpu" else 0.0, rate, server=server,
+                                store_capacity=args.store_capacity)
+                hours = guess["seconds"] / 3600
+                emit({"run": "predict", "kind": kind, "documents": total, "actors": actors,
+                      "hours": round(hours, 2), "actor_hours": round(hours * actors, 1),
+                      "usd": round(hours * actors * hourly, 2), "bottleneck": guess["bottleneck"],
+                      "rates_chunks_per_s": guess["rates"], "price_per_actor_hour": hourly,
+                      "store_capacity": args.store_capacity if server else None})
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a", encoding="utf8") as out:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+    print("\nrun        actors  seconds  chunks/s  overhead", file=sys.stderr)
+    for row in rows:
+        if row["run"] in ("local", "ray"):
+            print(f"{row['run']:<10} {row.get('actors', 0):>6}  {row['seconds']:>7}  {row['chunks_per_s']:>8}  "
+                  f"{row.get('overhead_vs_local', '')}", file=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
