@@ -369,22 +369,27 @@ class JsonlSource(_FileSource):
             raise _open_error(self.path, exc) from exc
         with fh:
             for lineno, raw in enumerate(fh, start=1):
-                where = f"{self.path}:{lineno}"
-                try:
-                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-                except UnicodeDecodeError as exc:
-                    raise SourceError(f"{where}: not valid UTF-8 ({exc.reason}); save the file as UTF-8") from exc
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SourceError(
-                        f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object"
-                    ) from exc
-                doc = self._document(record, where)
-                _check_unique(seen, doc.id, lineno, self.path)
-                yield doc
+                doc = self._line(raw, f"{self.path}:{lineno}", lineno == 1)
+                if doc is not None:
+                    _check_unique(seen, doc.id, lineno, self.path)
+                    yield doc
+
+    @classmethod
+    def _line(cls, raw: bytes, where: str, first: bool) -> Document | None:
+        """One line's document (None for a blank line); ``where`` names it in errors."""
+        try:
+            line = raw.decode("utf-8-sig" if first else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise SourceError(f"{where}: not valid UTF-8 ({exc.reason}); save the file as UTF-8") from exc
+        if not line.strip():
+            return None
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SourceError(
+                f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object"
+            ) from exc
+        return cls._document(record, where)
 
     @staticmethod
     def _document(record: Any, where: str) -> Document:
@@ -518,21 +523,10 @@ class _JsonlPart:
                 raw = fh.readline()
                 if not raw:
                     break
-                where = f"{self.path} (line at byte {offset})"
-                at, offset = offset, offset + len(raw)
-                try:
-                    line = raw.decode("utf-8-sig" if at == 0 else "utf-8")
-                except UnicodeDecodeError as exc:
-                    raise SourceError(f"{where}: not valid UTF-8 ({exc.reason}); save the file as UTF-8") from exc
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SourceError(
-                        f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object"
-                    ) from exc
-                yield JsonlSource._document(record, where)
+                doc = JsonlSource._line(raw, f"{self.path} (line at byte {offset})", offset == 0)
+                offset += len(raw)
+                if doc is not None:
+                    yield doc
 
 
 def partitions(source: Source, *, files_per_part: int = 256, bytes_per_part: int = 8 << 20) -> list[Iterable[Document]]:
