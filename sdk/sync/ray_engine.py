@@ -61,7 +61,7 @@ class RayOptions:
     encoder_actors: int = 1
     gpus_per_actor: float = 0.0
     cpus_per_actor: float = 1.0
-    documents_per_batch: int = 64  # documents an actor encodes per call (all their changed chunks)
+    documents_per_batch: int = 256  # documents an actor encodes per call (all their changed chunks)
     files_per_part: int = 256  # a folder source: files one read+chunk task reads
     bytes_per_part: int = 8 << 20  # a JSONL source: bytes one read+chunk task reads
 
