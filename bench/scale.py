@@ -141,17 +141,20 @@ def fit(runs: list[dict[str, Any]], parts: dict[str, float], cores: int, cpus_pe
     start-up ``T0`` from the first two Ray runs: the mean of what the rates leave unexplained."""
     model = {"t0_s": 0.0, "r_actor": 1 / parts["encode_s"], "r_store": 1 / parts["store_s"],
              "r_ledger": 1 / parts["ledger_s"], "scan_s": parts["scan_s"]}
-    residuals = [r["seconds"] - predict(model, r["chunks"], r["actors"], cores, cpus_per_actor, server=server)["seconds"]
+    threads = max(1, int(cpus_per_actor))
+    residuals = [r["seconds"] - predict(model, r["chunks"], r["actors"], cores, threads, server=server)["seconds"]
                  for r in runs[:2]]
     model["t0_s"] = sum(residuals) / len(residuals)
     return model
 
 
-def predict(model: dict[str, float], chunks: float, actors: int, cores: float, cpus_per_actor: float,
+def predict(model: dict[str, float], chunks: float, actors: int, cores: float, threads_per_actor: float,
             r_actor: float | None = None, server: bool = False, store_capacity: float | None = None) -> dict[str, Any]:
-    """Wall seconds of a run and its bottleneck. Ingest: one writer (the driver) for an embedded store;
-    for a server, every actor writes, up to ``store_capacity`` chunks/s (the server's limit)."""
-    effective = min(actors, cores / cpus_per_actor) if cpus_per_actor else actors
+    """Wall seconds of a run and its bottleneck. Encoders: actors beyond what the cores run at once
+    (``cores / threads_per_actor``) add nothing (0 threads: GPU actors, never capped here). Ingest: one
+    writer (the driver) for an embedded store; for a server, every actor writes, up to ``store_capacity``
+    chunks/s (the server's limit)."""
+    effective = min(actors, cores / threads_per_actor) if threads_per_actor else actors
     ingest = model["r_store"] * (effective if server else 1)
     if server and store_capacity:
         ingest = min(ingest, store_capacity)
@@ -217,13 +220,15 @@ def main() -> None:
     emit({"run": "ray_init", "seconds": round(time.perf_counter() - started, 2)})
     ray_runs = []
     for actors in [int(a) for a in args.actors.split(",")]:
+        # More actors than cores: each asks for a share of a CPU so Ray can place them all (they still run
+        # one torch thread each, so the cores are oversubscribed: what the model's cap predicts).
+        cpus = min(args.cpus_per_actor, cores / actors)
         url = fresh_store(args.store_url, f"ray{actors}", work)
         seconds, report = timed_sync(source, url, f"ray_kb_{actors}", model, work / f"ray{actors}.sqlite",
-                                     engine="ray", ray={"encoder_actors": actors,
-                                                        "cpus_per_actor": args.cpus_per_actor})
+                                     engine="ray", ray={"encoder_actors": actors, "cpus_per_actor": cpus})
         if report.chunks_total != chunks:
             raise SystemExit(f"ray run with {actors} actors holds {report.chunks_total} chunks, local {chunks}")
-        run = {"run": "ray", "actors": actors, "cpus_per_actor": args.cpus_per_actor, "seconds": round(seconds, 2),
+        run = {"run": "ray", "actors": actors, "cpus_per_actor": cpus, "seconds": round(seconds, 2),
                "chunks": chunks, "chunks_per_s": round(chunks / seconds, 1),
                "overhead_vs_local": round(seconds / (chunks / local_rate) - 1, 3)}
         ray_runs.append(run)
@@ -236,7 +241,7 @@ def main() -> None:
     emit({"run": "fit", **{k: round(v, 4) for k, v in fitted.items()},
           "fitted_from": [r["actors"] for r in ray_runs[:2]]})
     for run in ray_runs[2:]:
-        guess = predict(fitted, chunks, run["actors"], cores, args.cpus_per_actor, server=server)
+        guess = predict(fitted, chunks, run["actors"], cores, max(1, int(args.cpus_per_actor)), server=server)
         emit({"run": "validate", "actors": run["actors"], "predicted_s": round(guess["seconds"], 2),
               "measured_s": run["seconds"], "error": round(guess["seconds"] / run["seconds"] - 1, 3),
               "bottleneck": guess["bottleneck"]})
@@ -252,7 +257,7 @@ def main() -> None:
             for actors in [int(a) for a in args.cluster_actors.split(",")]:
                 rate = gpu_rate or fitted["r_actor"] * cpus / max(args.cpus_per_actor, 1e-9)
                 guess = predict(fitted, total * per_doc, actors, actors * max(cpus, 1.0),
-                                max(cpus, 1e-9) if kind == "cpu" else 0.0, rate, server=server,
+                                max(cpus, 1.0) if kind == "cpu" else 0.0, rate, server=server,
                                 store_capacity=args.store_capacity)
                 hours = guess["seconds"] / 3600
                 emit({"run": "predict", "kind": kind, "documents": total, "actors": actors,

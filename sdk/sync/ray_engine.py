@@ -231,6 +231,7 @@ class RaySyncer(Syncer):
     # step 1: the chunks are made on the workers; the driver sees ids and fingerprints
     def _fingerprinted(self, source: Source) -> Iterator[tuple[str, bool, list[tuple[Any, str, str]]]]:
         ray = ensure_ray(self.options.address)
+        self._check_resources(ray)  # before anything runs: an actor pool that cannot start would wait forever
         pieces = partitions(source, files_per_part=self.options.files_per_part,
                             bytes_per_part=self.options.bytes_per_part)
         started = time.perf_counter()
@@ -261,6 +262,21 @@ class RaySyncer(Syncer):
             self._encode_on_actors(plan, spec, source, fingerprints)
         self._chunked = None
         self._record_documents(plan, physical, source)
+
+    def _check_resources(self, ray: Any) -> None:
+        """An actor pool the cluster cannot hold waits forever: refuse it (a cluster that autoscales is
+        only warned about, it may grow)."""
+        opts = self.options
+        total = ray.cluster_resources()
+        for kind, each in (("CPU", opts.cpus_per_actor), ("GPU", opts.gpus_per_actor)):
+            need, have = opts.encoder_actors * each, float(total.get(kind, 0.0))
+            if need <= have:
+                continue
+            message = (f"{opts.encoder_actors} encoder actors x {each:g} {kind} need {need:g} {kind}s, and the Ray "
+                       f"cluster has {have:g}; lower encoder_actors or {kind.lower()}s_per_actor")
+            if opts.address is None:
+                raise ConfigError(message)
+            log.warning("%s (waiting for the cluster to grow)", message)
 
     def _encode_on_actors(self, plan: _Plan, spec: CollectionSpec, source: str,
                           fingerprints: Mapping[str, tuple[str, str]]) -> None:

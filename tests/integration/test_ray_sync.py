@@ -277,7 +277,8 @@ def test_cli_sync_engine_ray_equals_the_local_cli_sync(models: dict[str, str], t
     assert_same(read(env, 1), read(env, 0))
 
 
-def test_ray_options_and_engine_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_options_and_engine_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                models: dict[str, str], local_ray: str) -> None:
     from sdk.core.errors import ConfigError
     from sdk.encoders.ray_data import encode_dataset
     from sdk.sync.ray_engine import RayOptions
@@ -297,6 +298,9 @@ def test_ray_options_and_engine_errors_are_clear(tmp_path: Path, monkeypatch: py
     from sdk.core.errors import MissingDependencyError
     from sdk.sync.ray_engine import ensure_ray
 
+    source = corpus(tmp_path / "src", n=3)
+    with pytest.raises(ConfigError, match="5 encoder actors x 1 CPU need 5 CPUs, and the Ray cluster has 2"):
+        sync(source, "memory://", "kb", dense=models["dense"], sparse=False, engine="ray", ray={"encoder_actors": 5})
     monkeypatch.setitem(sys.modules, "ray", None)  # as on an install without the ray extra
     with pytest.raises(MissingDependencyError, match=r"retrieval-forge\[ray\]"):
         ensure_ray()
