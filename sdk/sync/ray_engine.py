@@ -232,8 +232,9 @@ class RaySyncer(Syncer):
     def _fingerprinted(self, source: Source) -> Iterator[tuple[str, bool, list[tuple[Any, str, str]]]]:
         ray = ensure_ray(self.options.address)
         self._check_resources(ray)  # before anything runs: an actor pool that cannot start would wait forever
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         pieces = partitions(source, files_per_part=self.options.files_per_part,
-                            bytes_per_part=self.options.bytes_per_part)
+                            bytes_per_part=self.options.bytes_per_part, min_pieces=2 * cpus)
         started = time.perf_counter()
         try:
             chunked = ray.data.from_items([{"piece": i} for i in range(len(pieces))]).map_batches(
@@ -244,8 +245,12 @@ class RaySyncer(Syncer):
             raise sdk_error_in(exc) or exc from exc
         log.info("ray: read and chunked %d pieces of %s in %.1f s", len(pieces), source.name,
                  time.perf_counter() - started)
-        self._chunked, self._total_chunks = chunked, 0
-        for batch in chunked.select_columns(["doc_id", "image", "chunk_ids", "fps"]).iter_batches(
+        # Blocks are what the actor pool hands out: one per actor call's worth of documents, or a small
+        # source made of one piece would be encoded by one actor while the others wait.
+        documents = chunked.count()
+        blocks = max(self.options.encoder_actors, -(-documents // self.options.documents_per_batch))
+        self._chunked, self._total_chunks = chunked.repartition(blocks).materialize(), 0
+        for batch in self._chunked.select_columns(["doc_id", "image", "chunk_ids", "fps"]).iter_batches(
                 batch_size=4096, batch_format="pyarrow"):
             columns = batch.to_pydict()
             for doc_id, image, chunk_ids, fps in zip(columns["doc_id"], columns["image"], columns["chunk_ids"],

@@ -529,23 +529,26 @@ class _JsonlPart:
                     yield doc
 
 
-def partitions(source: Source, *, files_per_part: int = 256, bytes_per_part: int = 8 << 20) -> list[Iterable[Document]]:
+def partitions(source: Source, *, files_per_part: int = 256, bytes_per_part: int = 8 << 20,
+               min_pieces: int = 1) -> list[Iterable[Document]]:
     """``source`` cut into pieces that iterate to the same documents, in order, when read one after another.
 
-    A folder is cut into groups of ``files_per_part`` files (listed here, read by whoever iterates a
-    piece); a JSONL file into byte ranges of about ``bytes_per_part`` (each line belongs to the range it
-    starts in). A CSV file (a quoted field may span lines) and any other source stay whole. Pieces pickle,
-    so workers on other machines can read them when the paths are shared. Ids repeated across pieces are
-    the reader's to catch (``Syncer`` does).
+    A folder is cut into groups of at most ``files_per_part`` files (listed here, read by whoever
+    iterates a piece); a JSONL file into byte ranges of at most ``bytes_per_part`` (each line belongs to
+    the range it starts in). Smaller pieces are cut when that is what it takes to give ``min_pieces``
+    (so every worker of a cluster has one; a JSONL piece stays >= 4 KiB). A CSV file (a quoted field may
+    span lines) and any other source stay whole. Pieces pickle, so workers on other machines can read
+    them when the paths are shared. Ids repeated across pieces are the reader's to catch (``Syncer`` does).
     """
     if isinstance(source, FolderSource):
         files = [(rel, str(file)) for rel, file in source._files()]
-        return [_FolderPart(source, files[i:i + files_per_part]) for i in range(0, len(files), files_per_part)]
+        per = max(1, min(files_per_part, -(-len(files) // max(1, min_pieces))))
+        return [_FolderPart(source, files[i:i + per]) for i in range(0, len(files), per)]
     if isinstance(source, JsonlSource):
         try:
             size = source.path.stat().st_size
         except OSError as exc:
             raise _open_error(source.path, exc) from exc
-        return [_JsonlPart(source.path, start, min(start + bytes_per_part, size))
-                for start in range(0, max(size, 1), bytes_per_part)]
+        per = max(1, min(bytes_per_part, max(4096, -(-size // max(1, min_pieces)))))
+        return [_JsonlPart(source.path, start, min(start + per, size)) for start in range(0, max(size, 1), per)]
     return [source]

@@ -52,3 +52,17 @@ def test_folder_groups_of_files_and_empty_or_whole_sources(tmp_path: Path) -> No
     csv_path = tmp_path / "c.csv"
     csv_path.write_text('id,text\na,"multi\nline"\n', encoding="utf8")
     assert partitions(CsvSource(csv_path))[0].path == CsvSource(csv_path).path  # kept whole
+
+
+def test_min_pieces_cuts_small_sources_finer(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    for i in range(7):
+        (root / f"f{i}.txt").write_text(f"text {i}", encoding="utf8")
+    source = FolderSource(root)
+    assert len(partitions(source, min_pieces=3)) == 3 and _pieces(source, min_pieces=3) == _docs(source)
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": "w " * 50}) + "\n" for i in range(400)), encoding="utf8")
+    big = JsonlSource(path)
+    assert len(partitions(big)) == 1 and len(partitions(big, min_pieces=4)) == 4
+    assert _pieces(big, min_pieces=4) == _docs(big)
