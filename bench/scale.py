@@ -143,7 +143,7 @@ def fit(runs: list[dict[str, Any]], parts: dict[str, float], cores: int, cpus_pe
              "r_ledger": 1 / parts["ledger_s"], "scan_s": parts["scan_s"]}
     threads = max(1, int(cpus_per_actor))
     residuals = [r["seconds"] - predict(model, r["chunks"], r["actors"], cores, threads, server=server)["seconds"]
-                 for r in runs[:2]]
+                 for r in runs[:2]]  # one run is enough to fit T0; a second averages the noise
     model["t0_s"] = sum(residuals) / len(residuals)
     return model
 
@@ -170,8 +170,9 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=3000, help="debpkg documents to sync")
     p.add_argument("--model", default=None, help="dense model (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--store-url", default="qdrant+local:", help="store URL (qdrant+local: gets a folder per run)")
-    p.add_argument("--actors", default="1,2,4", help="encoder actor counts to time (the first two are fitted)")
+    p.add_argument("--actors", default="1,2,4", help="encoder actor counts to time (T0 is fitted on the first two)")
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
+    p.add_argument("--components-docs", type=int, default=2000, help="documents the per-chunk costs are measured on")
     p.add_argument("--cluster-actors", default="8,64,512", help="actor counts of the predictions")
     p.add_argument("--cluster-cores-per-actor", type=float, default=None,
                    help="cores behind each predicted actor (default: --cpus-per-actor)")
@@ -234,7 +235,9 @@ def main() -> None:
         ray_runs.append(run)
         emit(run)
 
-    parts = components(source, model, args.store_url, work, max(1, int(args.cpus_per_actor)))
+    subset = work / "components.jsonl"  # per-chunk costs do not depend on the corpus size: a slice is enough
+    write_corpus(subset, min(docs, args.components_docs))
+    parts = components(subset, model, args.store_url, work, max(1, int(args.cpus_per_actor)))
     emit({"run": "components", **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in parts.items()}})
     server = server_store(args.store_url)
     fitted = fit(ray_runs, parts, cores, args.cpus_per_actor, server)

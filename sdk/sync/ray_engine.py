@@ -299,9 +299,12 @@ class RaySyncer(Syncer):
                                    "threads": max(1, int(opts.cpus_per_actor))},
         )
         bar = progress_bar(len(fingerprints), f"syncing {self.name} on ray", self.progress, unit="chunk")
-        done = 0
+        done, started, first = 0, time.perf_counter(), None
         try:
             for batch in stage.iter_batches(batch_size=None, batch_format="numpy"):
+                if first is None:
+                    first = time.perf_counter() - started
+                    log.info("ray: first encoded batch after %.1f s (actors starting, models loading)", first)
                 ids = [str(c) for c in batch["chunk_id"]]
                 if writer_url is None and ids:
                     records = [pickle.loads(blob) for blob in batch["record"]]
@@ -314,6 +317,7 @@ class RaySyncer(Syncer):
             raise sdk_error_in(exc) or exc from exc
         finally:
             bar.close()
+        log.info("ray: %d chunks encoded and written in %.1f s", done, time.perf_counter() - started)
         if done != len(fingerprints):  # every pending row must have been written: else say so, loudly
             raise SyncError(f"the encoder actors returned {done} of {len(fingerprints)} chunks; nothing was "
                             "deleted, and the next run writes the rest")
