@@ -135,34 +135,102 @@ def components(source: Path, model: str, store_url: str, work: Path, threads: in
     return {"chunks": len(chunks), "scan_s": scan_s, "encode_s": encode_s, "store_s": store_s, "ledger_s": ledger_s}
 
 
-def fit(runs: list[dict[str, Any]], parts: dict[str, float], cores: int, cpus_per_actor: float,
-        server: bool) -> dict[str, float]:
-    """The model's rates from the measured per-chunk costs (one actor encodes at ``1 / encode_s``), and its
-    start-up ``T0`` from the first two Ray runs: the mean of what the rates leave unexplained."""
-    model = {"t0_s": 0.0, "r_actor": 1 / parts["encode_s"], "r_store": 1 / parts["store_s"],
-             "r_ledger": 1 / parts["ledger_s"], "scan_s": parts["scan_s"]}
-    threads = max(1, int(cpus_per_actor))
-    residuals = [r["seconds"] - predict(model, r["chunks"], r["actors"], cores, threads, server=server)["seconds"]
-                 for r in runs[:2]]  # one run is enough to fit T0; a second averages the noise
-    model["t0_s"] = sum(residuals) / len(residuals)
+def effective_actors(actors: int, cores: float, threads_per_actor: float) -> float:
+    """Actors that encode at once: no more than the cores run (0 threads: GPU actors, never capped here)."""
+    return min(actors, cores / threads_per_actor) if threads_per_actor else float(actors)
+
+
+def fit(runs: list[dict[str, Any]], parts: dict[str, float], cores: int) -> dict[str, float]:
+    """Rates from the per-chunk costs measured alone, then ``T0`` and the Ray path's per-chunk driver cost
+    ``o`` by least squares over the runs (what the encoders' rate leaves: ``T0 + o * chunks``). Runs of two
+    corpus sizes are needed to tell them apart; with one size, ``o`` is 0 and ``T0`` takes it all."""
+    model = {"r_actor": 1 / parts["encode_s"], "r_store": 1 / parts["store_s"], "r_ledger": 1 / parts["ledger_s"],
+             "scan_s": parts["scan_s"], "t0_s": 0.0, "o_s": 0.0}
+    points = [(r["chunks"], r["seconds"] - r["chunks"] / (effective_actors(r["actors"], cores, 1) * model["r_actor"]))
+              for r in runs]
+    xs = [c for c, _ in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(y for _, y in points) / len(points)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if spread > 0:
+        model["o_s"] = max(0.0, sum((x - mean_x) * (y - mean_y) for x, y in points) / spread)
+    model["t0_s"] = mean_y - model["o_s"] * mean_x
     return model
 
 
-def predict(model: dict[str, float], chunks: float, actors: int, cores: float, threads_per_actor: float,
-            r_actor: float | None = None, server: bool = False, store_capacity: float | None = None) -> dict[str, Any]:
-    """Wall seconds of a run and its bottleneck. Encoders: actors beyond what the cores run at once
-    (``cores / threads_per_actor``) add nothing (0 threads: GPU actors, never capped here). Ingest: one
-    writer (the driver) for an embedded store; for a server, every actor writes, up to ``store_capacity``
-    chunks/s (the server's limit)."""
-    effective = min(actors, cores / threads_per_actor) if threads_per_actor else actors
-    ingest = model["r_store"] * (effective if server else 1)
-    if server and store_capacity:
-        ingest = min(ingest, store_capacity)
-    rates = {"encoder": effective * (r_actor or model["r_actor"]), "database ingest": ingest,
-             "ledger": model["r_ledger"]}
+def here(model: dict[str, float], chunks: float, actors: int, cores: float) -> float:
+    """Wall seconds on this machine, where the driver shares the actors' cores: its per-chunk work adds up."""
+    return model["t0_s"] + chunks * model["o_s"] + chunks / (effective_actors(actors, cores, 1) * model["r_actor"])
+
+
+def predict(model: dict[str, float], chunks: float, actors: int, actor_s: float, *, server: bool,
+            store_capacity: float | None) -> dict[str, Any]:
+    """Wall seconds on a cluster, where the driver has a machine of its own, and the bottleneck: the pipeline
+    runs at its slowest stage.
+
+    - encoder: each actor pays its encode time plus the Ray path's per-chunk cost ``o`` (measured here as
+      what the two-core runs lost per chunk beyond encoding: serialization, object transfers, the
+      driver's work competing for the same cores; on a cluster it is spread over the workers);
+    - database ingest: a server takes every actor's upserts, up to ``store_capacity`` chunks/s; an
+      embedded store lives in the driver, so its upserts are serial there;
+    - ledger: the driver writes two rows per chunk (pending, then the fingerprint), serially.
+    """
+    store_s, ledger_s = 1 / model["r_store"], 1 / model["r_ledger"]
+    rates = {"encoder": actors / (actor_s + model["o_s"]), "ledger (driver)": 1 / ledger_s}
+    if server:
+        rates["database ingest"] = min(actors * model["r_store"], store_capacity or float("inf"))
+    else:
+        rates["database ingest (embedded store, in the driver)"] = 1 / (store_s + ledger_s)
     bottleneck = min(rates, key=rates.get)  # type: ignore[arg-type]
-    seconds = model["t0_s"] + chunks * model["scan_s"] / max(1.0, cores) + chunks / rates[bottleneck]
+    seconds = model["t0_s"] + chunks * model["scan_s"] / actors + chunks / rates[bottleneck]
     return {"seconds": seconds, "bottleneck": bottleneck, "rates": {k: round(v, 1) for k, v in rates.items()}}
+
+
+def model_rows(rows: list[dict[str, Any]], args: argparse.Namespace, server: bool) -> list[dict[str, Any]]:
+    """Fit on the ``--fit-actors`` runs (all corpus sizes recorded for this machine, model and store),
+    validate on the other runs, predict the cluster sizes."""
+    runs = [r for r in rows if r.get("run") == "ray"]
+    parts = next((r for r in reversed(rows) if r.get("run") == "components"), None)
+    if parts is None or not runs:
+        raise SystemExit("no components or ray rows to fit: run the measurements first")
+    cores = runs[-1]["machine"]["cores"]
+    fitted_on = [r for r in runs if r["actors"] == args.fit_actors]
+    model = fit(fitted_on, parts, cores)
+    out: list[dict[str, Any]] = [{"run": "fit", **{k: round(v, 6) for k, v in model.items()},
+                                  "fitted_on": [(r["actors"], r["docs"]) for r in fitted_on]}]
+    for run in runs:
+        if run in fitted_on:
+            continue
+        guess = here(model, run["chunks"], run["actors"], cores)
+        out.append({"run": "validate", "actors": run["actors"], "docs": run["docs"], "predicted_s": round(guess, 1),
+                    "measured_s": run["seconds"], "error": round(guess / run["seconds"] - 1, 3)})
+    per_doc = runs[-1]["chunks"] / runs[-1]["docs"]
+    cluster_cores = args.cluster_cores_per_actor or args.cpus_per_actor
+    kinds = [("cpu", 1 / (model["r_actor"] * cluster_cores), args.cpu_hour_usd * cluster_cores)]
+    if args.gpu_chunks_per_s:
+        kinds.append(("gpu", 1 / args.gpu_chunks_per_s, args.gpu_hour_usd))
+    for kind, actor_s, hourly in kinds:  # a cluster actor encodes like one measured here, per core it is given
+        for store_is_server in sorted({server, True}):
+            for total in (10**6, 10**7, 10**8):
+                for actors in [int(a) for a in args.cluster_actors.split(",")]:
+                    guess = predict(model, total * per_doc, actors, actor_s, server=store_is_server,
+                                    store_capacity=args.store_capacity)
+                    hours = guess["seconds"] / 3600
+                    out.append({"run": "predict", "kind": kind, "store_kind": "server" if store_is_server else "embedded",
+                                "documents": total, "actors": actors, "hours": round(hours, 2),
+                                "actor_hours": round(hours * actors, 1), "usd": round(hours * actors * hourly, 2),
+                                "bottleneck": guess["bottleneck"], "rates_chunks_per_s": guess["rates"],
+                                "price_per_actor_hour": hourly,
+                                "store_capacity": args.store_capacity if store_is_server else None})
+    return out
+
+
+def recorded_rows(path: str, model: str, store_url: str, cores: int) -> list[dict[str, Any]]:
+    """The measurement rows in ``path`` from this machine's core count, model and store kind."""
+    if not Path(path).is_file():
+        return []
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf8").splitlines() if line.strip()]
+    return [r for r in rows if r.get("model") == model and r.get("store") == store_url.split(":")[0]
+            and r.get("machine", {}).get("cores") == cores and r.get("run") in ("local", "ray", "components")]
 
 
 def main() -> None:
@@ -170,7 +238,10 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=3000, help="debpkg documents to sync")
     p.add_argument("--model", default=None, help="dense model (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--store-url", default="qdrant+local:", help="store URL (qdrant+local: gets a folder per run)")
-    p.add_argument("--actors", default="1,2,4", help="encoder actor counts to time (T0 is fitted on the first two)")
+    p.add_argument("--actors", default="1,2,4", help="encoder actor counts to time")
+    p.add_argument("--fit-actors", type=int, default=2,
+                   help="the model is fitted on the runs with this many actors (every recorded corpus size)")
+    p.add_argument("--refit", action="store_true", help="measure nothing: fit and predict from the rows in --out")
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
     p.add_argument("--components-docs", type=int, default=2000, help="documents the per-chunk costs are measured on")
     p.add_argument("--cluster-actors", default="8,64,512", help="actor counts of the predictions")
@@ -193,6 +264,14 @@ def main() -> None:
 
     model = args.model or str(default_dense_model())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if args.refit:
+        with open(args.out, "a", encoding="utf8") as out:
+            for row in model_rows(recorded_rows(args.out, Path(model).name, args.store_url, cores), args,
+                                  server_store(args.store_url)):
+                row = {**row, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+                print(json.dumps(row), flush=True)
+                out.write(json.dumps(row) + "\n")
+        return
     work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     source = work / "corpus.jsonl"
     docs = write_corpus(source, args.docs)
@@ -239,42 +318,21 @@ def main() -> None:
     write_corpus(subset, min(docs, args.components_docs))
     parts = components(subset, model, args.store_url, work, max(1, int(args.cpus_per_actor)))
     emit({"run": "components", **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in parts.items()}})
-    server = server_store(args.store_url)
-    fitted = fit(ray_runs, parts, cores, args.cpus_per_actor, server)
-    emit({"run": "fit", **{k: round(v, 4) for k, v in fitted.items()},
-          "fitted_from": [r["actors"] for r in ray_runs[:2]]})
-    for run in ray_runs[2:]:
-        guess = predict(fitted, chunks, run["actors"], cores, max(1, int(args.cpus_per_actor)), server=server)
-        emit({"run": "validate", "actors": run["actors"], "predicted_s": round(guess["seconds"], 2),
-              "measured_s": run["seconds"], "error": round(guess["seconds"] / run["seconds"] - 1, 3),
-              "bottleneck": guess["bottleneck"]})
-
-    per_doc = chunks / docs
-    cluster_cores = args.cluster_cores_per_actor or args.cpus_per_actor
-    kinds = [("cpu", None, cluster_cores, args.cpu_hour_usd * cluster_cores)]
-    if args.gpu_chunks_per_s:
-        kinds.append(("gpu", args.gpu_chunks_per_s, 0.0, args.gpu_hour_usd))
-    # One actor of the cluster encodes as fast as one measured here per core it is given.
-    for kind, gpu_rate, cpus, hourly in kinds:
-        for total in (10**6, 10**7, 10**8):
-            for actors in [int(a) for a in args.cluster_actors.split(",")]:
-                rate = gpu_rate or fitted["r_actor"] * cpus / max(args.cpus_per_actor, 1e-9)
-                guess = predict(fitted, total * per_doc, actors, actors * max(cpus, 1.0),
-                                max(cpus, 1.0) if kind == "cpu" else 0.0, rate, server=server,
-                                store_capacity=args.store_capacity)
-                hours = guess["seconds"] / 3600
-                emit({"run": "predict", "kind": kind, "documents": total, "actors": actors,
-                      "hours": round(hours, 2), "actor_hours": round(hours * actors, 1),
-                      "usd": round(hours * actors * hourly, 2), "bottleneck": guess["bottleneck"],
-                      "rates_chunks_per_s": guess["rates"], "price_per_actor_hour": hourly,
-                      "store_capacity": args.store_capacity if server else None})
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a", encoding="utf8") as out:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+    measured, rows = rows, []
+    for row in model_rows(recorded_rows(args.out, Path(model).name, args.store_url, cores), args,
+                          server_store(args.store_url)):
+        emit(row)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a", encoding="utf8") as out:
         for row in rows:
             out.write(json.dumps(row) + "\n")
     print("\nrun        actors  seconds  chunks/s  overhead", file=sys.stderr)
-    for row in rows:
+    for row in measured:
         if row["run"] in ("local", "ray"):
             print(f"{row['run']:<10} {row.get('actors', 0):>6}  {row['seconds']:>7}  {row['chunks_per_s']:>8}  "
                   f"{row.get('overhead_vs_local', '')}", file=sys.stderr)
