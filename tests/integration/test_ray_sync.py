@@ -175,7 +175,10 @@ def test_a_killed_encoder_actor_resumes_to_the_exact_result(models: dict[str, st
         while time.monotonic() < deadline and not killed:
             for pid in _worker_pids("_EncodeAndWrite"):
                 time.sleep(1.0)  # let it load the models and take batches
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:  # gone meanwhile: look again
+                    break
                 killed.append(pid)
                 break
             time.sleep(0.05)
