@@ -17,6 +17,8 @@ import argparse
 import json
 from typing import Any
 
+from sdk.cli.eval import positive_int
+
 __all__ = ["ACTIONS", "register"]
 
 ACTIONS = ("status", "verify", "rollback")
@@ -68,7 +70,7 @@ def register(sub: Any) -> None:
                         "ledger and result")
     p.add_argument("--address", default=None, help="with --engine ray: the cluster (auto, ray://head:10001; "
                                                    "default: a local Ray)")
-    p.add_argument("--encoder-actors", type=_positive, default=None,
+    p.add_argument("--encoder-actors", type=positive_int, default=None,
                    help="with --engine ray: encoder actors, each loading the models once (default: 1)")
     p.add_argument("--gpus-per-actor", type=float, default=None,
                    help="with --engine ray: GPUs per encoder actor, e.g. 1 or 0.5 (default: 0, CPU)")
@@ -115,16 +117,6 @@ def rewrite_argv(argv: list[str]) -> list[str]:
         if not arg.startswith("-"):
             return argv
     return argv
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value!r}")
-    return number
 
 
 def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:

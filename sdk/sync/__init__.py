@@ -106,9 +106,10 @@ def _opened(store: VectorStore | str, collection: str, ledger: Ledger | str | os
 
 
 def _syncer(adapter: VectorStore, collection: str, book: Ledger, dense: Any, sparse: Any,
-            device: str | None, backend: str | Mapping[str, str | None] = "torch", **options: Any) -> Syncer:
+            device: str | None, backend: str | Mapping[str, str | None] = "torch", *,
+            engine: type[Syncer] = Syncer, **options: Any) -> Syncer:
     dense, sparse, models = load_encoders(adapter, dense, sparse, device, backend)
-    return Syncer(adapter, collection, dense=dense, sparse=sparse, ledger=book, models=models, **options)
+    return engine(adapter, collection, dense=dense, sparse=sparse, ledger=book, models=models, **options)
 
 
 def sync(source: Source | str | os.PathLike[str], store: VectorStore | str, collection: str, *,
@@ -133,10 +134,10 @@ def sync(source: Source | str | os.PathLike[str], store: VectorStore | str, coll
     src = open_source(source)
     with _opened(store, collection, ledger) as (adapter, book):
         if engine == "ray":
-            from sdk.sync.ray_engine import ray_syncer
+            from sdk.sync.ray_engine import RaySyncer
 
-            url = store if isinstance(store, str) else None
-            return ray_syncer(adapter, collection, book, dense, sparse, device, backend, url, ray, **options).run(src)
+            options.update(engine=RaySyncer, store_url=store if isinstance(store, str) else None, ray=ray,
+                           actor_device=device)
         return _syncer(adapter, collection, book, dense, sparse, device, backend, **options).run(src)
 
 

@@ -215,16 +215,17 @@ class RaySyncer(Syncer):
     """``Syncer`` whose plan and write steps run on Ray (see the module docstring).
 
     ``store_url`` is the store's URL when it has one: with a database server the encoder actors write
-    to it themselves. ``ray`` takes ``RayOptions`` (or a dict of them).
+    to it themselves. ``ray`` takes ``RayOptions`` (or a dict of them); ``actor_device`` is where the
+    actors run the models (default: "cuda" with ``gpus_per_actor``, else "cpu").
     """
 
     def __init__(self, store: VectorStore | str, collection: str, *, dense: Any, ledger: Any,
                  sparse: Any = None, store_url: str | None = None, ray: RayOptions | Mapping[str, Any] | None = None,
-                 device: str | None = None, **options: Any) -> None:
+                 actor_device: str | None = None, **options: Any) -> None:
         self.options = RayOptions.of(ray)
         super().__init__(store, collection, dense=dense, sparse=sparse, ledger=ledger, **options)
         self.store_url = store if isinstance(store, str) else store_url
-        self.device = device if device is not None else ("cuda" if self.options.gpus_per_actor else "cpu")
+        self.device = actor_device or ("cuda" if self.options.gpus_per_actor else "cpu")
         self._chunked: Any = None
         self._total_chunks = 0
 
@@ -264,7 +265,7 @@ class RaySyncer(Syncer):
         if plan.writes:
             fingerprints = {cid: (doc_id, fp) for (cid, doc_id), fp in plan.writes}
             self.ledger.put_chunks(physical, [(cid, d, source, PENDING) for cid, (d, _) in fingerprints.items()])
-            self._encode_on_actors(plan, spec, source, fingerprints)
+            self._encode_on_actors(spec, source, fingerprints)
         self._chunked = None
         self._record_documents(plan, physical, source)
 
@@ -283,7 +284,7 @@ class RaySyncer(Syncer):
                 raise ConfigError(message)
             log.warning("%s (waiting for the cluster to grow)", message)
 
-    def _encode_on_actors(self, plan: _Plan, spec: CollectionSpec, source: str,
+    def _encode_on_actors(self, spec: CollectionSpec, source: str,
                           fingerprints: Mapping[str, tuple[str, str]]) -> None:
         ray = ensure_ray(self.options.address)
         physical, opts = spec.name, self.options
@@ -321,14 +322,3 @@ class RaySyncer(Syncer):
         if done != len(fingerprints):  # every pending row must have been written: else say so, loudly
             raise SyncError(f"the encoder actors returned {done} of {len(fingerprints)} chunks; nothing was "
                             "deleted, and the next run writes the rest")
-
-
-def ray_syncer(adapter: VectorStore, collection: str, book: Any, dense: Any, sparse: Any, device: str | None,
-               backend: Any, store_url: str | None, ray: RayOptions | Mapping[str, Any] | None,
-               **options: Any) -> RaySyncer:
-    """A ``RaySyncer`` with the encoders loaded as ``sdk.sync.sync`` loads them."""
-    from sdk.sync import load_encoders
-
-    dense, sparse, models = load_encoders(adapter, dense, sparse, device, backend)
-    return RaySyncer(adapter, collection, dense=dense, sparse=sparse, ledger=book, models=models,
-                     store_url=store_url, ray=ray, device=device, **options)
