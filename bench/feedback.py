@@ -125,10 +125,15 @@ def main() -> None:
     p.add_argument("--queries-per-round", type=int, default=None, help="default: all learning queries")
     p.add_argument("--test-queries", type=int, default=None, help="measure on at most this many test queries")
     p.add_argument("--learn-fraction", type=float, default=0.6, help="pyfaq: share of queries users ask")
-    p.add_argument("--steps", default="fusion,reranker,dense")
+    p.add_argument("--steps", default="fusion,reranker,dense",
+                   help="learning steps; ';' separates rounds, the last list repeats (e.g. 'fusion,dense;fusion')")
     p.add_argument("--noise", type=float, default=0.01)
     p.add_argument("--margin", type=float, default=0.005)
     p.add_argument("--max-steps", type=int, default=-1, help="cap fine-tuning steps per candidate")
+    p.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch")
+    p.add_argument("--dev", default="auto", help="labelled FOLDER:SPLIT the gate also checks (auto: debpkg's dev "
+                   "split for debpkg, none for pyfaq; none: feedback alone)")
+    p.add_argument("--eval-depth", type=int, default=100, help="hits each setup ranks for the gate")
     p.add_argument("--load-qps", type=float, default=5.0,
                    help="background queries per second while learning runs (0: as fast as they go)")
     p.add_argument("--seed", type=int, default=7)
@@ -182,27 +187,36 @@ def main() -> None:
     start_ndcg = served_ndcg(pipe, test_q, test_rels)
     legs = leg_ndcg(pipe, test_q, test_rels)
     log(f"start: served {start_ndcg}, legs {legs}")
+    dev = None
+    if args.dev == "auto":
+        dev = (DATA / "debpkg", "dev") if args.dataset == "debpkg" else None
+    elif args.dev != "none":
+        folder, _, split = args.dev.rpartition(":")
+        dev = (folder, split)
     learner = Learner(store, name, feedback, dense=default_dense_model(), sparse=default_sparse_model(),
                       ledger=ledger, reranker_base=default_dense_model(), artifacts=work / "candidates",
-                      gate=Gate(margin=args.margin), settle_seconds=2.0,
-                      train_options={"max_steps": args.max_steps, "batch_size": 16})
+                      gate=Gate(margin=args.margin), settle_seconds=2.0, dev=dev, eval_depth=args.eval_depth,
+                      train_options={"max_steps": args.max_steps, "batch_size": args.batch_size})
     rows = []
     learn_ids = list(learn_q)
     per_round = args.queries_per_round or len(learn_ids)
+    round_steps = args.steps.split(";")
     for round_no in range(1, args.rounds + 1):
         asked = rng.sample(learn_ids, min(per_round, len(learn_ids)))
         users = simulate(pipe, {q: learn_q[q] for q in asked}, learn_rels, rng, args.noise)
         load = QueryLoad(pipe, list(test_q.values()), args.load_qps)
         t0 = time.perf_counter()
         try:
-            report = learner.learn([s for s in args.steps.split(",") if s])
+            report = learner.learn([s for s in round_steps[min(round_no, len(round_steps)) - 1].split(",") if s])
         finally:
             load.stop()
         learn_minutes = (time.perf_counter() - t0) / 60
         pipe.refresh_learned()
         row = {"dataset": args.dataset, "round": round_no, "users": users, "labels": report.labels,
                "steps": [{"kind": s.kind, "decision": s.decision, "reason": s.reason,
-                          "gate": s.gate} for s in report.steps],
+                          "gate": s.gate, "dev": s.detail.get("dev")} for s in report.steps],
+               "dev": f"{dev[0]}:{dev[1]}" if dev else None, "eval_depth": args.eval_depth,
+               "batch_size": args.batch_size, "max_steps": args.max_steps,
                "test_ndcg@10": served_ndcg(pipe, test_q, test_rels), "start_ndcg@10": start_ndcg,
                "legs_ndcg@10": legs, "serving_version": pipe.serving_version,
                "background_queries": load.served, "failed_queries": len(load.errors), "empty_results": load.empty,

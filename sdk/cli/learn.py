@@ -17,6 +17,8 @@ import argparse
 import json
 from typing import Any
 
+from sdk.cli.eval import positive_int
+
 __all__ = ["register"]
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -51,6 +53,10 @@ def register(sub: Any) -> None:
                    "~/.local/share/retrieval-forge/candidates)")
     p.add_argument("--dev", default=None, help="labelled BEIR folder:split the gate also checks, e.g. data/kb:dev")
     p.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs (default: 1)")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="fine-tuning batch (default: 16); in-batch negatives make larger batches teach encoders more")
+    p.add_argument("--eval-depth", type=positive_int, default=100,
+                   help="hits each setup ranks for the gate before unjudged ones are dropped (default: 100)")
     p.add_argument("--labels", default=None, help="learn from this labels file (sdk feedback export) instead of "
                    "exporting the store's feedback now")
     p.set_defaults(handler=run_learn)
@@ -110,7 +116,8 @@ def run_learn(args: argparse.Namespace) -> int:
     with _learner(args, dense=args.dense_model, reranker=args.reranker, reranker_base=args.reranker_base,
                   artifacts=args.artifacts, dev=dev, gate=Gate(margin=args.margin, min_queries=args.min_queries),
                   label_options={"eval_fraction": args.eval_fraction},
-                  train_options={"epochs": args.epochs}) as learner:
+                  train_options={"epochs": args.epochs, "batch_size": args.batch_size},
+                  eval_depth=args.eval_depth) as learner:
         labels = None
         if args.labels:
             from sdk.feedback import LabelSet

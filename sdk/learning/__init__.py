@@ -12,7 +12,7 @@ This package sits above sync, training and retrieval (it uses all three); the re
 serving state it writes live in ``sdk.feedback.registry``, which pipelines read.
 """
 
-from sdk.learning.gate import Gate, GateDecision, paired_bootstrap
+from sdk.learning.gate import Gate, GateDecision, combine, paired_bootstrap
 from sdk.learning.loop import Learner, LearnReport, StepResult, candidates
 
-__all__ = ["Gate", "GateDecision", "LearnReport", "Learner", "StepResult", "candidates", "paired_bootstrap"]
+__all__ = ["Gate", "GateDecision", "LearnReport", "Learner", "StepResult", "candidates", "combine", "paired_bootstrap"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from sdk.evaluation.metrics import ndcg_by_query
 
-__all__ = ["condense", "ndcg_per_query", "rank_queries"]
+__all__ = ["condense", "hit_documents", "ndcg_per_query", "rank_queries"]
 
 
 def condense(run: Mapping[str, Sequence[str]], judged: Mapping[str, set[str]]) -> dict[str, list[str]]:
@@ -30,13 +30,23 @@ def ndcg_per_query(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping
     return {q: v for q, v in ndcg_by_query(run, qrels, k).items() if v is not None}
 
 
+def hit_documents(hits: Sequence[Any]) -> list[str]:
+    """The documents behind ranked hits, best first, each once: a chunk written by ``sdk sync`` names
+    its document in metadata ("document_id"); any other hit is its own document."""
+    return list(dict.fromkeys(str((h.metadata or {}).get("document_id", h.id)) for h in hits))
+
+
 def rank_queries(pipeline: Any, queries: Mapping[str, str], serving: Any = None, *, limit: int = 10,
-                 batch: int = 64) -> dict[str, list[str]]:
-    """The ids ``pipeline`` returns for each query under ``serving`` (default: what it serves now)."""
+                 batch: int = 64, documents: bool = False) -> dict[str, list[str]]:
+    """The ids ``pipeline`` returns for each query under ``serving`` (default: what it serves now).
+
+    Feedback names the hits it judged (chunk ids); labelled datasets name documents: ``documents``
+    maps the hits to them (``hit_documents``)."""
     qids = list(queries)
     run: dict[str, list[str]] = {}
     for start in range(0, len(qids), batch):
         chunk = qids[start:start + batch]
         results = pipeline.search_batch([queries[q] for q in chunk], limit=limit, serving=serving)
-        run.update({q: [h.id for h in hits] for q, hits in zip(chunk, results, strict=True)})
+        run.update({q: hit_documents(hits) if documents else [h.id for h in hits]
+                    for q, hits in zip(chunk, results, strict=True)})
     return run

@@ -5,6 +5,13 @@ are resampled (bootstrap over queries) for a confidence interval of the mean gai
 promoted when the mean gain is at least ``margin`` AND the interval's lower bound is above zero,
 so a lucky handful of queries does not promote a model and a tiny real gain is not worth a switch.
 Too few queries is a refusal with that reason, never a coin flip.
+
+Two kinds of evidence (``combine``): held-out FEEDBACK only grades documents the served setup
+showed, so it sees a candidate reorder what was shown but is blind to queries the served setup
+failed (their relevant document was never shown, so nobody could click it). Measured on debpkg:
+a fine-tuned dense candidate +0.032 nDCG@10 on the test qrels gained only +0.008 on held-out
+feedback, interval [-0.004, +0.020]. A labelled dev split sees those queries. So with a dev split
+a candidate is promoted when either kind of evidence says better and the other does not say worse.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import numpy as np
 
 from sdk.core.errors import ConfigError
 
-__all__ = ["Gate", "GateDecision", "paired_bootstrap"]
+__all__ = ["Gate", "GateDecision", "combine", "paired_bootstrap"]
 
 
 def paired_bootstrap(current: Mapping[str, float], candidate: Mapping[str, float], *, resamples: int = 2000,
@@ -87,3 +94,30 @@ class Gate:
                                 f"[{low:+.4f}, {high:+.4f}] includes no gain", cur, cand, delta, low, high, n)
         return GateDecision(True, f"nDCG@10 {cand:.4f} vs {cur:.4f}: gain {delta:+.4f}, {pct} interval "
                             f"[{low:+.4f}, {high:+.4f}] on {n} queries", cur, cand, delta, low, high, n)
+
+
+def combine(feedback: GateDecision, dev: GateDecision, margin: float) -> GateDecision:
+    """One verdict from the held-out feedback's and a labelled dev split's (see the module docstring).
+
+    Promote when one says "better" (its own promote rule) and the other does not say "worse": the
+    dev split's mean loss is under ``margin``, or the feedback's interval still reaches a gain (its
+    upper bound is above zero, which is all feedback can say about a setup that shows other
+    documents). The numbers reported are those of the evidence that decided."""
+    if feedback.promote:
+        if dev.delta < -margin:
+            return GateDecision(False, f"better on feedback ({feedback.reason}) but worse on the labelled dev split: "
+                                f"{dev.reason}", feedback.current, feedback.candidate, feedback.delta, feedback.low,
+                                feedback.high, feedback.queries)
+        return feedback
+    if dev.promote:
+        if feedback.high <= 0:
+            return GateDecision(False, f"better on the labelled dev split ({dev.reason}) but worse on held-out "
+                                f"feedback: {feedback.reason}", dev.current, dev.candidate, dev.delta, dev.low,
+                                dev.high, dev.queries)
+        return GateDecision(True, f"labelled dev split: {dev.reason}; held-out feedback shows no loss "
+                            f"(gain {feedback.delta:+.4f}, interval [{feedback.low:+.4f}, {feedback.high:+.4f}] on "
+                            f"{feedback.queries} queries)", dev.current, dev.candidate, dev.delta, dev.low, dev.high,
+                            dev.queries)
+    return GateDecision(False, f"held-out feedback: {feedback.reason}; labelled dev split: {dev.reason}",
+                        feedback.current, feedback.candidate, feedback.delta, feedback.low, feedback.high,
+                        feedback.queries)

@@ -22,7 +22,7 @@ from sdk.core.errors import ConfigError, InputError
 from sdk.core.types import Document, FusionMethod, SparseVector
 from sdk.feedback import SqliteFeedbackStore
 from sdk.feedback.registry import Registry, ServingState
-from sdk.learning import Gate, Learner, paired_bootstrap
+from sdk.learning import Gate, GateDecision, Learner, combine, paired_bootstrap
 from sdk.learning.fusion import fit_fusion, fusion_choices
 from sdk.retrieval import RetrievalPipeline
 from tests.unit.retrieval_fakes import FakeDense
@@ -116,6 +116,24 @@ def test_gate_promotes_a_clear_gain_and_explains_refusals() -> None:
     worse = gate.decide(cur, {q: 0.2 for q in cur})
     assert not worse.promote and worse.delta < 0
     assert noisy.low < noisy.delta
+
+
+def _verdict(promote: bool, delta: float, low: float, high: float) -> GateDecision:
+    return GateDecision(promote, "why", 0.5, 0.5 + delta, delta, low, high, 100)
+
+
+def test_combine_lets_a_dev_split_promote_what_feedback_cannot_see() -> None:
+    blind = _verdict(False, 0.002, -0.01, 0.02)  # feedback: no clear gain, no clear loss
+    dev_better, dev_worse = _verdict(True, 0.03, 0.02, 0.04), _verdict(False, -0.02, -0.03, -0.01)
+    up = combine(blind, dev_better, 0.005)
+    assert up.promote and "dev split" in up.reason and "no loss" in up.reason and up.delta == 0.03
+    hurt = combine(_verdict(False, -0.02, -0.03, -0.01), dev_better, 0.005)
+    assert not hurt.promote and "worse on held-out feedback" in hurt.reason
+    vetoed = combine(_verdict(True, 0.02, 0.01, 0.03), dev_worse, 0.005)
+    assert not vetoed.promote and "worse on the labelled dev split" in vetoed.reason
+    assert combine(_verdict(True, 0.02, 0.01, 0.03), _verdict(False, 0.0, -0.01, 0.01), 0.005).promote
+    neither = combine(blind, _verdict(False, 0.001, -0.01, 0.01), 0.005)
+    assert not neither.promote and "held-out feedback" in neither.reason and "dev split" in neither.reason
 
 
 def test_gate_settings_are_checked() -> None:
@@ -325,4 +343,34 @@ def test_learning_without_held_out_feedback_says_so(store: MemoryAdapter, feedba
     with Learner(store, "kb", feedback, dense=FakeDense(), sparse=NoiseSparse()) as learner, \
             pytest.raises(ConfigError, match="unknown learning step"):
         learner.learn(["magic"])
+    pipe.close()
+
+
+def test_a_dev_split_grades_the_documents_behind_chunk_hits(store: MemoryAdapter, feedback: Any,
+                                                            tmp_path: Path) -> None:
+    """Sync stores chunks ("<doc>#0") that name their document in metadata; BEIR qrels name documents."""
+    import json
+
+    pipe = _pipeline(store, feedback, refresh_seconds=0)
+    pipe.add_documents([Document(f"{d.id}#0", d.text, {"document_id": d.id}) for d in corpus()])
+    for _ in range(2):
+        for target, q in queries().items():
+            result = pipe.search(q)
+            hit = next((h for h in result if h.metadata.get("document_id") == target), None)
+            if hit is not None:
+                pipe.feedback(result.search_id, hit.id, "click")
+    pipe.feedback_store.flush()
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in corpus()))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries().items()))
+    (beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n"
+                                            + "".join(f"{q}\t{q}\t1\n" for q in queries()))
+    with Learner(store, "kb", feedback, dense=FakeDense(), sparse=NoiseSparse(), dev=(beir, "dev"),
+                 gate=Gate(margin=0.01, min_queries=5)) as learner:
+        step = learner.learn(["fusion"]).steps[0]
+    dev = step.detail["dev"]
+    assert dev["queries"] == len(queries())
+    assert dev["current"] > 0.2 and dev["candidate"] > dev["current"]  # documents matched (0 before), the fit helps
+    assert step.decision == "promoted", step.reason
     pipe.close()
