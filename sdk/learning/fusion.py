@@ -74,39 +74,47 @@ def _replay(leg_runs: Mapping[str, Mapping[str, list[tuple[str, float]]]], chang
             for q in qids}
 
 
-def leg_rankings(pipeline: Any, queries: Mapping[str, str], *, limit: int = 10) -> dict[str, dict[str, list]]:
-    """Each configured leg's native ranking of every query, as deep as a hybrid query fetches it."""
-    base = pipeline._base
+def leg_rankings(pipeline: Any, queries: Mapping[str, str], *, limit: int = 10,
+                 serving: Any = None) -> dict[str, dict[str, list]]:
+    """Each leg's native ranking of every query, as deep as a hybrid query fetches it.
+
+    ``serving`` is the snapshot to rank with (``pipeline.serving_for(state)``; default: the
+    pipeline's configured models and collection): after an encoder promotion its queries must be
+    encoded by the promoted encoder and sent to the collection version built with it. Every query
+    carries the snapshot's checked spec (``expect``), as the pipeline's own searches do."""
+    snap = serving if serving is not None else pipeline._base
     qids = list(queries)
     texts = [queries[q] for q in qids]
-    dense = list(np.asarray(base.dense.encode_query(texts))) if base.dense is not None else None
-    sparse = list(base.sparse.encode_query(texts)) if base.sparse is not None else None
-    target = pipeline.target
-    out: dict[str, dict[str, list]] = {leg: {} for leg in base.legs}
-    fetch = max(limit, pipeline.rerank_top) if pipeline.reranker is not None else limit  # as build_query does
+    dense = list(np.asarray(snap.dense.encode_query(texts))) if snap.dense is not None else None
+    sparse = list(snap.sparse.encode_query(texts)) if snap.sparse is not None else None
+    expect = pipeline._expected(snap)
+    out: dict[str, dict[str, list]] = {leg: {} for leg in snap.legs}
+    fetch = max(limit, pipeline.rerank_top) if snap.reranker is not None else limit  # as build_query does
     common = {"dense_field": pipeline.dense_field, "sparse_field": pipeline.sparse_field, "filter": pipeline.filter,
               "limit": fetch, "candidate_limits": pipeline.candidate_limits}
     for i, qid in enumerate(qids):
         query = HybridQuery(dense=np.asarray(dense[i], np.float32) if dense is not None else None,
                             sparse=sparse[i] if sparse is not None else None,
-                            text=texts[i] if "text" in base.legs else None, **common)
+                            text=texts[i] if "text" in snap.legs else None, **common)
         for leg, single in single_leg_queries(query, min_legs=1).items():  # the same legs client fusion runs
-            out[leg][qid] = [(h.id, h.score) for h in pipeline.adapter.query(target, single)]
+            out[leg][qid] = [(h.id, h.score) for h in pipeline.adapter.query(snap.target, single, expect=expect)]
     return out
 
 
 def fit_fusion(pipeline: Any, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], *,
                current: Mapping[str, Any] | None = None, limit: int = 10,
-               judged: Mapping[str, set[str]] | None = None) -> FusionFit | None:
+               judged: Mapping[str, set[str]] | None = None, serving: Any = None) -> FusionFit | None:
     """The best native fusion for ``queries`` (``None`` when the pipeline has fewer than two legs).
 
-    With ``judged`` (feedback: the documents shown or judged per query) every replayed ranking is
-    condensed to them before scoring (``sdk.learning.evaluate.condense``), as the gate does."""
+    ``serving``: a snapshot with every leg (see ``leg_rankings``). With ``judged`` (feedback: the
+    documents shown or judged per query) every replayed ranking is condensed to them before scoring
+    (``sdk.learning.evaluate.condense``), as the gate does."""
     legs = pipeline._base.legs
     if len(legs) < 2:
         return None
-    runs = leg_rankings(pipeline, queries, limit=limit)
-    sim = getattr(getattr(pipeline._base.dense, "similarity_fn_name", None), "value", None) or "cosine"
+    runs = leg_rankings(pipeline, queries, limit=limit, serving=serving)
+    dense = serving.dense if serving is not None else pipeline._base.dense
+    sim = getattr(getattr(dense, "similarity_fn_name", None), "value", None) or "cosine"
     kinds = {leg: (sim if leg == "dense" else "sparse") for leg in legs}
     choices = fusion_choices(pipeline.adapter.capabilities, legs, pipeline._base.fusion)
     scored = []

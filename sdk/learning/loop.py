@@ -261,9 +261,11 @@ class Learner:
 
     def _learn_fusion(self, labels: LabelSet, dry_run: bool) -> StepResult:
         state, current = self._current()
+        # every leg, with what is served for each (a promoted encoder and the collection built with it)
+        every_leg = self.pipeline.serving_for(state.merged({"legs": None}))
         fit = fit_fusion(self.pipeline, labels.queries("train"), labels.qrels("train"),
                          current={"legs": list(state.legs) if state.legs else None, "fusion": state.fusion},
-                         judged=_judged(labels.train))
+                         judged=_judged(labels.train), serving=every_leg)
         if fit is None:
             return StepResult("fusion", None, "skipped", "one leg only: nothing to fuse")
         same = fit.change.get("legs") == list(current.legs) and (

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from adapters.memory import MemoryAdapter
-from sdk.core.errors import ConfigError, InputError
+from sdk.core.errors import ConfigError, InputError, SchemaMismatchError
 from sdk.core.types import Document, FusionMethod, SparseVector
 from sdk.feedback import SqliteFeedbackStore
 from sdk.feedback.registry import Registry, ServingState
@@ -374,3 +374,32 @@ def test_a_dev_split_grades_the_documents_behind_chunk_hits(store: MemoryAdapter
     assert dev["current"] > 0.2 and dev["candidate"] > dev["current"]  # documents matched (0 before), the fit helps
     assert step.decision == "promoted", step.reason
     pipe.close()
+
+
+class PermutedDense(FakeDense):
+    """Another model of the same width: FakeDense's dimensions in reverse order."""
+
+    def _one(self, text: str) -> np.ndarray:
+        return super()._one(text)[::-1].copy()
+
+
+def test_fusion_is_fitted_with_the_served_encoder_and_its_collection(filled: RetrievalPipeline,
+                                                                     store: MemoryAdapter) -> None:
+    """After an encoder promotion the served snapshot pairs the new encoder with the version built by it;
+    fitting must rank with that pair, not with the pipeline's configured encoder and collection."""
+    from sdk.learning.fusion import leg_rankings
+
+    v2 = RetrievalPipeline(PermutedDense(), NoiseSparse(), store=store, collection="kb_v2", limit=10)
+    v2.add_documents(corpus())
+    v2.close()
+    snap = filled._snapshot(PermutedDense(), filled._base.sparse, None, filled._base.fusion, ("dense", "sparse"),
+                            "kb_v2", learned=True)
+    qs = queries()
+    served = leg_rankings(filled, qs, serving=snap)["dense"]
+    assert sum(served[q][0][0] == q for q in qs) >= 0.8 * len(qs)
+    mismatched = filled._snapshot(FakeDense(), filled._base.sparse, None, filled._base.fusion, ("dense", "sparse"),
+                                  "kb_v2", learned=True)  # what fitting with the configured encoder used to do
+    with pytest.raises(SchemaMismatchError, match="another dense encoder"):  # refused, no longer silent garbage
+        leg_rankings(filled, qs, serving=mismatched)
+    fit = fit_fusion(filled, qs, {q: {q: 1} for q in qs}, serving=snap)
+    assert fit is not None and fit.train_ndcg > 0.8
