@@ -204,6 +204,13 @@ class ModuleEncoder(nn.Sequential):
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if stack and len(texts) == 1 and tokenize is None and device is None and not extra_features \
+                and isinstance(texts[0], str):
+            one = self._one_text_path()
+            vector = one.run(texts[0]) if one is not None else None
+            if vector is not None:
+                with torch.inference_mode():
+                    return collect({"sentence_embedding": torch.from_numpy(vector)})
         if tokenize is None and isinstance(self[0], CLIPModel):
             return self._run_by_modality(texts, batch_size, collect, stack=stack, show_progress_bar=show_progress_bar,
                                          device=device, extra_features=extra_features, desc=desc)
@@ -239,6 +246,19 @@ class ModuleEncoder(nn.Sequential):
         if not stack:
             return results
         return _in_order(parts, positions) if parts else None
+
+    def _one_text_path(self) -> Any:
+        """The fast path for one short text (``sdk.encoders.one_text``) when this stack allows it, else None;
+        planned once per module list (swapping a backend or a module plans again)."""
+        key = (tuple(id(m) for m in self._modules.values()),
+               tuple(id(getattr(m, "auto_model", None)) for m in self._modules.values()), self.small_batch_threads)
+        cached = self.__dict__.get("_one_text")
+        if cached is None or cached[0] != key:
+            from sdk.encoders.one_text import OneTextPath
+
+            plan = OneTextPath.build(list(self._modules.values()), self.small_batch_threads, SMALL_BATCH_TOKENS)
+            cached = self.__dict__["_one_text"] = (key, plan)
+        return cached[1]
 
     def _run_by_modality(
         self, items: Sequence[Any], batch_size: int, collect: Callable[[dict[str, torch.Tensor]], Any],

@@ -89,6 +89,30 @@ def test_stale_export_is_redone_after_the_weights_change(bert_dir: Path) -> None
     assert np.abs(reloaded.encode(TEXTS) - expected).max() <= ATOL
 
 
+def test_a_file_an_older_export_made_is_made_again(bert_dir: Path) -> None:
+    """Files our sidecar records without the current EXPORTER came from an older export: redone (int8 too)."""
+    import json
+
+    from sdk.encoders.backends.graph import EXPORTER
+
+    DenseEncoder(bert_dir, device="cpu", backend="onnx", model_kwargs={"quantize": "int8"})
+    sidecar = bert_dir / "onnx" / SIDECAR
+    data = json.loads(sidecar.read_text())
+    assert {data[n]["exporter"] for n in (ONNX_FILE, quantized_name())} == {EXPORTER}
+    for info in data.values():
+        info.pop("exporter")  # as the export before eager attention wrote it
+    sidecar.write_text(json.dumps(data))
+    stamps = {n: (bert_dir / "onnx" / n).stat().st_mtime_ns for n in (ONNX_FILE, quantized_name())}
+    enc = DenseEncoder(bert_dir, device="cpu", backend="onnx", model_kwargs={"quantize": "int8"})
+    assert all((bert_dir / "onnx" / n).stat().st_mtime_ns != t for n, t in stamps.items())
+    assert json.loads(sidecar.read_text())[quantized_name()]["exporter"] == EXPORTER
+    torch_model = _ort(enc)[0].__dict__["torch_model"]
+    assert torch_model.config._attn_implementation != "eager" or not hasattr(torch_model, "set_attn_implementation")
+    again = {n: (bert_dir / "onnx" / n).stat().st_mtime_ns for n in stamps}
+    DenseEncoder(bert_dir, device="cpu", backend="onnx", model_kwargs={"quantize": "int8"})
+    assert {n: (bert_dir / "onnx" / n).stat().st_mtime_ns for n in stamps} == again  # now current: reused
+
+
 def test_export_dir_and_read_only_model_folder(bert_dir: Path, tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "exports"
     enc = DenseEncoder(bert_dir, device="cpu", backend="onnx", model_kwargs={"export_dir": str(target)})

@@ -30,11 +30,14 @@ from torch import nn
 
 from sdk.core.errors import CapabilityError, InputError, MissingDependencyError, ModelLoadError
 from sdk.encoders.backends.graph import (
+    EXPORTER,
     OUTPUT_NAMES,
     SIDECAR,
     GraphModel,
     GraphOutput,
     cpu_source,
+    current,
+    eager_attention,
     export_folder,
     file_digest,
     input_names,
@@ -137,11 +140,12 @@ def export_onnx(model: nn.Module, tokenizer: Any, target: Path, input_names: tup
 
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python branches
-            torch.onnx.export(
-                _Head(model.eval(), input_names), args, tmp, input_names=list(input_names),
-                output_names=["output"], dynamic_axes=axes, opset_version=OPSET, dynamo=False,
-                do_constant_folding=True,
-            )
+            with eager_attention(model):
+                torch.onnx.export(
+                    _Head(model.eval(), input_names), args, tmp, input_names=list(input_names),
+                    output_names=["output"], dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+                    do_constant_folding=True,
+                )
         publish(tmp, target)
     except Exception as exc:
         raise CapabilityError(
@@ -236,21 +240,18 @@ def resolve_onnx_file(
     fingerprint = weights_fingerprint(model)
     folder = export_folder(model, export_dir, fingerprint, "onnx")
     target = folder / name
-    if target.is_file() and not force_export and read_sidecar(folder).get(name, {}).get(
-        "source_fingerprint"
-    ) in (None, fingerprint):
+    if target.is_file() and not force_export and current(read_sidecar(folder).get(name, {}), fingerprint):
         return target
     fp32 = folder / ONNX_FILE
-    fp32_info = read_sidecar(folder).get(ONNX_FILE, {})
-    if force_export or not fp32.is_file() or fp32_info.get("source_fingerprint") not in (None, fingerprint):
+    if force_export or not fp32.is_file() or not current(read_sidecar(folder).get(ONNX_FILE, {}), fingerprint):
         logger.info("exporting %s to %s", type(model).__name__, fp32)
         export_onnx(model, tokenizer, fp32, input_names)
-        record(folder, ONNX_FILE, fingerprint, opset=OPSET)
+        record(folder, ONNX_FILE, fingerprint, opset=OPSET, exporter=EXPORTER)
     if name == ONNX_FILE:
         return fp32
     match = _QINT8.match(name)
     quantize_int8(fp32, target, match.group(1) if match else None)
-    record(folder, name, fingerprint, quantization="dynamic int8, per-channel weights")
+    record(folder, name, fingerprint, quantization="dynamic int8, per-channel weights", exporter=EXPORTER)
     return target
 
 

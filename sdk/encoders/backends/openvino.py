@@ -38,9 +38,11 @@ from torch import nn
 from sdk.core.errors import CapabilityError, InputError, MissingDependencyError, ModelLoadError
 from sdk.core.textfiles import read_texts
 from sdk.encoders.backends.graph import (
+    EXPORTER,
     OUTPUT_NAMES,
     GraphModel,
     cpu_source,
+    current,
     export_folder,
     file_digest,
     input_names,
@@ -216,25 +218,23 @@ def resolve_openvino_file(
     texts = calibration_texts(calibration) if base == OV_INT8_FILE else []
     wanted = _calibration_digest(texts) if calibration is not None and texts else None
     info = read_sidecar(folder).get(base, {})
-    if target.is_file() and _bin(target).is_file() and not force_export \
-            and info.get("source_fingerprint") in (None, fingerprint) \
+    if target.is_file() and _bin(target).is_file() and not force_export and current(info, fingerprint) \
             and (wanted is None or info.get("calibration") in (None, wanted)):
         return target
     fp32 = folder / OV_FILE
-    fp32_info = read_sidecar(folder).get(OV_FILE, {})
     if force_export or not (fp32.is_file() and _bin(fp32).is_file()) \
-            or fp32_info.get("source_fingerprint") not in (None, fingerprint):
+            or not current(read_sidecar(folder).get(OV_FILE, {}), fingerprint):
         if onnx is None:
             onnx = resolve_onnx_file(model, transformer.tokenizer, input_names, export_dir=export_dir,
                                      force_export=force_export)
         logger.info("converting %s to OpenVINO IR at %s", onnx, fp32)
         convert_onnx(onnx, fp32)
-        record(folder, OV_FILE, fingerprint, source=str(Path(onnx).name))
+        record(folder, OV_FILE, fingerprint, source=str(Path(onnx).name), exporter=EXPORTER)
     if base == OV_FILE:
         return fp32
     logger.info("quantizing %s to static int8 on %d calibration texts", fp32, len(texts))
     quantize_static_int8(fp32, target, transformer, texts)
-    record(folder, base, fingerprint, quantization="static int8 (NNCF, transformer preset)",
+    record(folder, base, fingerprint, quantization="static int8 (NNCF, transformer preset)", exporter=EXPORTER,
            calibration=_calibration_digest(texts), calibration_texts=len(texts))
     return target
 
