@@ -57,6 +57,37 @@ def intra_op_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _side_by_side(feed: Iterable[tuple[np.ndarray, dict[str, Any]]], run: Callable[[dict[str, Any], int | None], Any],
+                  sessions: list[tuple[Any, Any]], threads: int) -> Iterator[tuple[np.ndarray, Any]]:
+    """``run`` over the batches of ``feed`` on ``threads`` worker threads at once, each on one CPU thread
+    and pinned to the graphs' concurrent sessions; results in feed order, at most 2 x ``threads`` batches
+    in flight (a worker's error surfaces here)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import ExitStack
+
+    def work(features: dict[str, Any]) -> Any:
+        with torch.inference_mode(), ExitStack() as pinned:
+            for graph, session in sessions:
+                pinned.enter_context(graph.using(session))
+            return run(features, 1)
+
+    pending: deque[tuple[np.ndarray, Any]] = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="sdk-graph") as pool:
+        try:
+            for idx, features in feed:
+                pending.append((idx, pool.submit(work, features)))
+                if len(pending) >= 2 * threads:
+                    idx, future = pending.popleft()
+                    yield idx, future.result()
+            while pending:
+                idx, future = pending.popleft()
+                yield idx, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     """The requested device, else CUDA, else Apple MPS, else CPU."""
     if device is not None:
@@ -226,39 +257,66 @@ class ModuleEncoder(nn.Sequential):
         parts: list[torch.Tensor] = []
         positions: list[np.ndarray] = []
         small = self.small_batch_threads if device.type == "cpu" else None
+
+        def run(features: dict[str, Any], threads: int | None) -> Any:
+            features = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                        for k, v in features.items()}
+            if extra_features:
+                features.update(extra_features)
+            ids = features.get("input_ids")
+            few = small is not None and isinstance(ids, torch.Tensor) and ids.numel() <= SMALL_BATCH_TOKENS
+            with intra_op_threads(small if few else threads):
+                for module in self:
+                    features = module(features)
+            return collect(features)
+
+        side_by_side = self._concurrent_sessions() if device.type == "cpu" and len(texts) > batch_size else None
+        done = _side_by_side(feed, run, *side_by_side) if side_by_side else \
+            ((idx, run(features, None)) for idx, features in feed)
         with torch.inference_mode():
-            for idx, features in feed:
-                features = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                            for k, v in features.items()}
-                if extra_features:
-                    features.update(extra_features)
-                ids = features.get("input_ids")
-                few = small is not None and isinstance(ids, torch.Tensor) and ids.numel() <= SMALL_BATCH_TOKENS
-                with intra_op_threads(small if few else None):
-                    for module in self:
-                        features = module(features)
+            for idx, out in done:
                 if stack:
-                    parts.append(collect(features))
+                    parts.append(out)
                     positions.append(idx)
                     continue
-                for i, row in zip(idx.tolist(), collect(features), strict=True):
+                for i, row in zip(idx.tolist(), out, strict=True):
                     results[i] = row
         if not stack:
             return results
         return _in_order(parts, positions) if parts else None
 
-    def _one_text_path(self) -> Any:
-        """The fast path for one short text (``sdk.encoders.one_text``) when this stack allows it, else None;
-        planned once per module list (swapping a backend or a module plans again)."""
+    def _graph_plan(self) -> tuple[Any, list[Any]]:
+        """(the one-short-text path or None, the compiled graphs when every Transformer of the stack runs
+        one, else []); planned once per module list (swapping a backend or a module plans again)."""
         key = (tuple(id(m) for m in self._modules.values()),
                tuple(id(getattr(m, "auto_model", None)) for m in self._modules.values()), self.small_batch_threads)
-        cached = self.__dict__.get("_one_text")
+        cached = self.__dict__.get("_graph_plans")
         if cached is None or cached[0] != key:
+            from sdk.encoders.backends import transformers_in
+            from sdk.encoders.backends.graph import GraphModel
             from sdk.encoders.one_text import OneTextPath
 
-            plan = OneTextPath.build(list(self._modules.values()), self.small_batch_threads, SMALL_BATCH_TOKENS)
-            cached = self.__dict__["_one_text"] = (key, plan)
+            modules = list(self._modules.values())
+            models = [t.auto_model for t in transformers_in(modules)]
+            graphs = models if models and all(isinstance(m, GraphModel) for m in models) else []
+            one = OneTextPath.build(modules, self.small_batch_threads, SMALL_BATCH_TOKENS)
+            cached = self.__dict__["_graph_plans"] = (key, (one, graphs))
         return cached[1]
+
+    def _one_text_path(self) -> Any:
+        """The fast path for one short text (``sdk.encoders.one_text``) when this stack allows it, else None."""
+        return self._graph_plan()[0]
+
+    def _concurrent_sessions(self) -> tuple[list[tuple[Any, Any]], int] | None:
+        """((graph, its concurrent session) for every graph of the stack, threads) when batches can run
+        side by side on one CPU thread each (``GraphModel.concurrent_session``), else None."""
+        graphs = self._graph_plan()[1]
+        if not graphs:
+            return None
+        found = [(g, g.concurrent_session()) for g in graphs]
+        if any(c is None for _, c in found):
+            return None
+        return [(g, c[0]) for g, c in found], min(c[1] for _, c in found)
 
     def _run_by_modality(
         self, items: Sequence[Any], batch_size: int, collect: Callable[[dict[str, torch.Tensor]], Any],

@@ -195,6 +195,7 @@ class GraphModel(nn.Module):
         self._session: Any = None
         self._session_threads = 0
         self._narrow: dict[int, Any] = {}  # thread count -> a session with fewer threads than the main one
+        self._streams: Any = None  # the concurrent_session, opened on first use
         self._inputs: list[str] = []
         self._output = ""
         self.session  # noqa: B018  (fail now, not at the first encode, on a broken file)
@@ -224,6 +225,42 @@ class GraphModel(nn.Module):
     #: CPU thread pool to size)
     narrow_sessions = True
 
+    def concurrent_session(self) -> tuple[Any, int] | None:
+        """A session ``n`` threads may run batches on at once, one CPU thread each, and ``n``; None where
+        that does not apply (one thread in all, or no CPU thread pool to split).
+
+        Why: a team of threads on one batch meets at a barrier after every operator, so each waits for
+        the slowest (and for the core, when anything else runs); separate batches on separate threads
+        never wait. Measured with int8 MiniLM on 2 cores: +20-30% texts/s on ONNX Runtime and OpenVINO."""
+        self.session  # noqa: B018
+        n = self._session_threads
+        if n < 2 or not self.narrow_sessions:
+            return None
+        if self._streams is None:
+            self._streams = self._open_streams(n)
+        return self._streams, n
+
+    def _open_streams(self, n: int) -> Any:
+        """A session ``n`` callers can run at once, each on one thread (default: the one-thread session;
+        a runtime whose session runs one call at a time overrides this)."""
+        return self.session_with(1)
+
+    @contextlib.contextmanager
+    def using(self, session: Any) -> Iterator[None]:
+        """Run this thread's calls on ``session`` (a ``concurrent_session``) instead of picking one."""
+        local = self.__dict__.setdefault("_pinned", threading.local())
+        previous = getattr(local, "session", None)
+        local.session = session
+        try:
+            yield
+        finally:
+            local.session = previous
+
+    def _session_in_use(self) -> Any:
+        local = self.__dict__.get("_pinned")
+        pinned = getattr(local, "session", None) if local is not None else None
+        return pinned if pinned is not None else self.session_for_call()
+
     def _open(self, threads: int) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -241,7 +278,7 @@ class GraphModel(nn.Module):
                                      "which the tokenizer did not give")
                 value = torch.zeros_like(input_ids)
             feed[name] = value.detach().cpu().numpy().astype(np.int64, copy=False)
-        return GraphOutput((torch.from_numpy(self._run(self.session_for_call(), feed)).to(input_ids.device),))
+        return GraphOutput((torch.from_numpy(self._run(self._session_in_use(), feed)).to(input_ids.device),))
 
     def get_output_embeddings(self) -> None:
         return None
@@ -281,6 +318,8 @@ class GraphModel(nn.Module):
         state = self.__dict__.copy()
         state["_session"] = None  # sessions do not pickle; workers open their own
         state["_narrow"] = {}
+        state["_streams"] = None
+        state.pop("_pinned", None)  # thread-local: each process pins its own
         return state
 
     def extra_repr(self) -> str:

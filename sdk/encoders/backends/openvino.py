@@ -265,10 +265,12 @@ class OvModel(GraphModel):
         self._local = threading.local()
         super().__init__(path, torch_model, threads)
 
-    def _open(self, threads: int) -> Any:
+    def _open(self, threads: int, streams: int = 1) -> Any:
         ov = _ov()
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
                                   "INFERENCE_NUM_THREADS": threads}
+        if streams > 1:  # one CPU thread per stream, each stream runs its own request
+            config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams})
         config.update(self.ov_config)
         if self.ov_device != "CPU":
             config.pop("INFERENCE_NUM_THREADS", None)
@@ -284,6 +286,10 @@ class OvModel(GraphModel):
     @property
     def narrow_sessions(self) -> bool:  # type: ignore[override]
         return self.ov_device == "CPU"
+
+    def _open_streams(self, n: int) -> Any:
+        """A compiled model runs one request per stream: ``n`` streams of one thread each."""
+        return self._open(n, streams=n)
 
     def _run(self, session: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
         requests = getattr(self._local, "requests", None)
