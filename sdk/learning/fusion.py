@@ -112,9 +112,9 @@ def fit_fusion(pipeline: Any, queries: Mapping[str, str], qrels: Mapping[str, Ma
     legs = pipeline._base.legs
     if len(legs) < 2:
         return None
-    runs = leg_rankings(pipeline, queries, limit=limit, serving=serving)
-    dense = serving.dense if serving is not None else pipeline._base.dense
-    sim = getattr(getattr(dense, "similarity_fn_name", None), "value", None) or "cosine"
+    snap = serving if serving is not None else pipeline._base
+    runs = leg_rankings(pipeline, queries, limit=limit, serving=snap)
+    sim = getattr(getattr(snap.dense, "similarity_fn_name", None), "value", None) or "cosine"
     kinds = {leg: (sim if leg == "dense" else "sparse") for leg in legs}
     choices = fusion_choices(pipeline.adapter.capabilities, legs, pipeline._base.fusion)
     scored = []

@@ -204,6 +204,14 @@ class Learner:
             return ndcg_per_query(condense(run, judged), qrels)
         return ndcg_per_query(rank_queries(self.pipeline, queries, serving, limit=20, documents=True), qrels)
 
+    def _dev_set(self) -> Any:
+        """The labelled dev split, read once per learner (every gated step scores on it)."""
+        if self.__dict__.get("_dev_data") is None:
+            from sdk.evaluation.beir import load_beir
+
+            self._dev_data = load_beir(Path(self.dev[0]), self.dev[1])
+        return self._dev_data
+
     def _judge(self, labels: LabelSet, current: Any, candidate: Any) -> tuple[GateDecision, dict[str, Any]]:
         queries, qrels = labels.queries("eval"), labels.qrels("eval")
         judged = _judged(labels.eval)
@@ -211,9 +219,7 @@ class Learner:
                                     self._scores(candidate, queries, qrels, judged))
         detail: dict[str, Any] = {"feedback": decision.to_dict()}
         if self.dev is not None:
-            from sdk.evaluation.beir import load_beir
-
-            data = load_beir(Path(self.dev[0]), self.dev[1])
+            data = self._dev_set()
             dev = self.gate.decide(self._scores(current, data.queries, data.qrels),
                                    self._scores(candidate, data.queries, data.qrels))
             detail["dev"] = dev.to_dict()
